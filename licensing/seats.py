@@ -1,0 +1,353 @@
+"""Seats: pools, reservations, assignment with trial overflow, promotion and expiry (L1-L6, T5, T7).
+
+Invariants, per SeatPool row:
+  used   = licensed endpoints of the pool's members
+  carved = sum of the reservations carved out of this pool by companies below
+  used + carved <= capacity (a CHECK constraint; capacity None means unlimited)
+Every change takes the pool rows it touches with SELECT ... FOR UPDATE in id order (no deadlocks)
+or changes them with one conditional UPDATE, so concurrent installs cannot oversell (L5).
+"""
+
+import calendar
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from companies.audit import audit_record
+from companies.models import Company, CompanyStatus, User
+from companies.selectors import company_subtree
+
+from .models import License, SeatAssignment, SeatPool, SeatState
+
+
+@dataclass(frozen=True)
+class SeatInfo:
+    state: str
+    trial_ends_on: dt.date | None
+
+    def as_json(self) -> dict:
+        return {"state": self.state,
+                "trial_ends_at": self.trial_ends_on.isoformat() if self.trial_ends_on else None}
+
+
+def trial_end_for(day: dt.date) -> dt.date:
+    """L4: a trial lasts until the end of the next month."""
+    year, month = (day.year + 1, 1) if day.month == 12 else (day.year, day.month + 1)
+    return dt.date(year, month, calendar.monthrange(year, month)[1])
+
+
+def license_of(company: Company) -> License:
+    lic, _ = License.objects.get_or_create(company=company)
+    return lic
+
+
+def pool_owner(company: Company) -> Company:
+    """L2: the company itself when it has a reservation, else the nearest ancestor with one, else
+    the platform (the root). One query over the company's lineage."""
+    ids = [int(p) for p in company.lineage.strip("/").split("/")]
+    owner = (Company.objects.filter(pk__in=ids[1:], license__reserved_seats__isnull=False)
+             .order_by("-depth").first())
+    if owner is not None:
+        return owner
+    return Company.objects.get(pk=ids[0])
+
+
+def pool_of(company: Company) -> SeatPool:
+    owner = pool_owner(company)
+    pool = SeatPool.objects.filter(owner=owner).first()
+    if pool is None:  # only the platform's pool is created lazily
+        capacity = license_of(owner).platform_seats if owner.parent_id is None else None
+        pool, _ = SeatPool.objects.get_or_create(owner=owner, defaults={"capacity": capacity})
+    return pool
+
+
+def pool_members(pool: SeatPool):
+    """The companies drawing from the pool: the owner's subtree down to (not into) companies with
+    a reservation of their own."""
+    owner = pool.owner
+    reserved_below = (company_subtree(company=owner, include_self=False)
+                      .filter(license__reserved_seats__isnull=False).values_list("lineage", flat=True))
+    members = company_subtree(company=owner)
+    condition = Q()
+    for lineage in reserved_below:
+        condition |= Q(lineage__startswith=lineage)
+    return members.exclude(condition) if condition else members
+
+
+def _lock_pools(*pool_ids: int) -> dict[int, SeatPool]:
+    ids = sorted({i for i in pool_ids if i is not None})
+    return {p.pk: p for p in SeatPool.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+
+
+# --- assignment --------------------------------------------------------------------------------------
+
+@transaction.atomic
+def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | None = None) -> SeatInfo:
+    """T1/L4/T7: the endpoint's seat. A known endpoint keeps what it has; a new one takes a free
+    seat from its pool with one conditional UPDATE, or enters trial until the end of next month."""
+    now = now or timezone.now()
+    existing = SeatAssignment.objects.filter(company=company, endpoint_id=endpoint_id).first()
+    if existing is not None:
+        return SeatInfo(existing.state, existing.trial_ends_on)
+    if company.status != CompanyStatus.ACTIVE:
+        SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool_of(company),
+                                      state=SeatState.EXPIRED, first_seen_at=now, expired_at=now)
+        return SeatInfo(SeatState.EXPIRED, None)
+    pool = pool_of(company)
+    took = SeatPool.objects.filter(pk=pool.pk).filter(
+        Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))
+    ).update(used=F("used") + 1)
+    if took:
+        SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool,
+                                      state=SeatState.LICENSED, first_seen_at=now, licensed_at=now)
+        return SeatInfo(SeatState.LICENSED, None)
+    ends = trial_end_for(now.date())
+    SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool, state=SeatState.TRIAL,
+                                  trial_ends_on=ends, first_seen_at=now)
+    return SeatInfo(SeatState.TRIAL, ends)
+
+
+def seat_state(*, company: Company, endpoint_id: uuid.UUID) -> SeatInfo | None:
+    row = SeatAssignment.objects.filter(company=company, endpoint_id=endpoint_id).first()
+    return SeatInfo(row.state, row.trial_ends_on) if row else None
+
+
+@transaction.atomic
+def seat_release(*, company: Company, endpoint_id: uuid.UUID) -> None:
+    """An endpoint removed from the inventory gives its seat back; trials may take it."""
+    row = SeatAssignment.objects.select_for_update().filter(company=company, endpoint_id=endpoint_id).first()
+    if row is None:
+        return
+    pools = _lock_pools(row.pool_id)
+    if row.state == SeatState.LICENSED:
+        SeatPool.objects.filter(pk=row.pool_id).update(used=F("used") - 1)
+    row.delete()
+    seat_pool_promote(pool=pools[row.pool_id])
+
+
+@transaction.atomic
+def seat_pool_promote(*, pool: SeatPool, now: dt.datetime | None = None) -> int:
+    """L4: trial endpoints take free seats, oldest first. Returns how many were promoted."""
+    now = now or timezone.now()
+    pool = SeatPool.objects.select_for_update().get(pk=pool.pk)
+    trials = (SeatAssignment.objects.filter(pool=pool, state=SeatState.TRIAL)
+              .exclude(company__status=CompanyStatus.SUSPENDED).order_by("first_seen_at", "id"))
+    if pool.capacity is not None:
+        free = pool.capacity - pool.used - pool.carved
+        if free <= 0:
+            return 0
+        trials = trials[:free]
+    ids = list(trials.values_list("id", flat=True))
+    if not ids:
+        return 0
+    SeatAssignment.objects.filter(pk__in=ids).update(state=SeatState.LICENSED, trial_ends_on=None,
+                                                     licensed_at=now)
+    SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + len(ids))
+    return len(ids)
+
+
+def seats_expire_trials(*, today: dt.date) -> int:
+    """L4/T5: trials whose last day has passed expire. Safe to run twice or late."""
+    return SeatAssignment.objects.filter(state=SeatState.TRIAL, trial_ends_on__lt=today).update(
+        state=SeatState.EXPIRED, expired_at=timezone.now(), trial_ends_on=None)
+
+
+def seats_promote_all() -> int:
+    """Daily: every pool with trials takes what it can (catches up after missed events)."""
+    pool_ids = (SeatAssignment.objects.filter(state=SeatState.TRIAL).values_list("pool_id", flat=True)
+                .distinct())
+    return sum(seat_pool_promote(pool=pool) for pool in SeatPool.objects.filter(pk__in=list(pool_ids)))
+
+
+@transaction.atomic
+def seats_expire_company(*, company: Company) -> int:
+    """H4/T5: a suspended company's endpoints expire and give their seats back to the pool."""
+    rows = SeatAssignment.objects.select_for_update().filter(company=company).exclude(state=SeatState.EXPIRED)
+    licensed_by_pool: dict[int, int] = {}
+    for pool_id in rows.filter(state=SeatState.LICENSED).values_list("pool_id", flat=True):
+        licensed_by_pool[pool_id] = licensed_by_pool.get(pool_id, 0) + 1
+    _lock_pools(*licensed_by_pool)
+    count = rows.update(state=SeatState.EXPIRED, expired_at=timezone.now(), trial_ends_on=None)
+    for pool_id, n in licensed_by_pool.items():
+        SeatPool.objects.filter(pk=pool_id).update(used=F("used") - n)
+        seat_pool_promote(pool=SeatPool.objects.get(pk=pool_id))
+    return count
+
+
+@transaction.atomic
+def seats_revive_company(*, company: Company) -> int:
+    """A reactivated company's expired endpoints come back as trials (seats permitting, licensed)."""
+    now = timezone.now()
+    count = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED).update(
+        state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None, pool=pool_of(company))
+    seat_pool_promote(pool=pool_of(company))
+    return count
+
+
+# --- reservations --------------------------------------------------------------------------------------
+
+def available_to_reserve(*, company: Company) -> int | None:
+    """L3: seats the company could reserve now: what its parent's pool has free, plus what the
+    company already holds from it (its current reservation, or its members' licensed seats)."""
+    if company.parent_id is None:
+        return None
+    parent_pool = pool_of(company.parent)
+    if parent_pool.capacity is None:
+        return None
+    lic = license_of(company)
+    held = lic.reserved_seats if lic.reserved_seats is not None else _licensed_moving(company, parent_pool)
+    return parent_pool.capacity - parent_pool.used - parent_pool.carved + held
+
+
+def _licensed_moving(company: Company, pool: SeatPool) -> int:
+    """Licensed seats in `pool` held by the company's subtree members that would leave with it."""
+    subtree = company_subtree(company=company).values("id")
+    return SeatAssignment.objects.filter(pool=pool, state=SeatState.LICENSED, company__in=subtree).count()
+
+
+@transaction.atomic
+def reservation_set(*, actor: User | None, company: Company, seats: int | None) -> License:
+    """L1/L3: reserve `seats` for the company (None: back to the shared pool)."""
+    if company.parent_id is None:
+        raise ValidationError({"reserved_seats": "The platform's seats are set as platform seats."})
+    if seats is not None and (not isinstance(seats, int) or seats < 0):
+        raise ValidationError({"reserved_seats": "Enter a whole number of seats, 0 or more."})
+    lic = License.objects.select_for_update().get_or_create(company=company)[0]
+    before = {"reserved_seats": lic.reserved_seats}
+    if seats == lic.reserved_seats:
+        return lic
+    parent_pool = pool_of(company.parent)
+    own_pool = SeatPool.objects.filter(owner=company).first()
+    pools = _lock_pools(parent_pool.pk, own_pool.pk if own_pool else None)
+    parent_pool = pools[parent_pool.pk]
+    parent_free = None if parent_pool.capacity is None else (
+        parent_pool.capacity - parent_pool.used - parent_pool.carved)
+
+    if lic.reserved_seats is None:
+        # shared -> reserved: the subtree's members leave the parent's pool with their seats
+        moving = _licensed_moving(company, parent_pool)
+        if seats < moving:
+            raise ValidationError({"reserved_seats": f"{moving} endpoints already hold seats; reserve at least "
+                                                     f"{moving}."})
+        if parent_free is not None and seats > parent_free + moving:
+            raise ValidationError({"reserved_seats": f"Only {parent_free + moving} seats are available to "
+                                                     f"reserve."})
+        sub_carved = _carved_from_above(company)
+        own_pool = SeatPool.objects.create(owner=company, capacity=seats, used=0, carved=0)
+        _move_members(company=company, from_pool=parent_pool, to_pool=own_pool)
+        SeatPool.objects.filter(pk=own_pool.pk).update(carved=sub_carved)
+        SeatPool.objects.filter(pk=parent_pool.pk).update(carved=F("carved") + seats - sub_carved)
+    elif seats is None:
+        # reserved -> shared: members and the reservations carved from this pool go to the parent's
+        own_pool = pools[own_pool.pk]
+        needed = own_pool.used
+        if parent_free is not None and needed > parent_free + lic.reserved_seats - own_pool.carved:
+            raise ValidationError({"reserved_seats": f"The shared pool has room for "
+                                                     f"{parent_free + lic.reserved_seats} seats; "
+                                                     f"{needed} endpoints hold seats here."})
+        SeatPool.objects.filter(pk=parent_pool.pk).update(carved=F("carved") - lic.reserved_seats + own_pool.carved)
+        _move_members(company=company, from_pool=own_pool, to_pool=parent_pool, whole_pool=True)
+        own_pool.delete()
+    else:
+        own_pool = pools[own_pool.pk]
+        delta = seats - lic.reserved_seats
+        if seats < own_pool.used + own_pool.carved:
+            raise ValidationError({"reserved_seats": f"{own_pool.used + own_pool.carved} seats are in use or "
+                                                     f"reserved below; reserve at least that many."})
+        if parent_free is not None and delta > parent_free:
+            raise ValidationError({"reserved_seats": f"Only {parent_free + lic.reserved_seats} seats are "
+                                                     f"available to reserve."})
+        SeatPool.objects.filter(pk=parent_pool.pk).update(carved=F("carved") + delta)
+        SeatPool.objects.filter(pk=own_pool.pk).update(capacity=seats)
+    if seats is not None and lic.minimum_usage is not None and lic.minimum_usage > seats:
+        raise ValidationError({"reserved_seats": f"The minimum usage is {lic.minimum_usage}; reserve at least "
+                                                 f"that many or lower the minimum first."})
+    if seats is None and lic.minimum_usage is not None:
+        raise ValidationError({"reserved_seats": "Remove the minimum usage before the reservation: it "
+                                                 "cannot exceed the reserved seats."})
+    lic.reserved_seats = seats
+    lic.save(update_fields=["reserved_seats"])
+    audit_record(actor=actor, company=company, action="license.reservation", obj=lic, before=before,
+                 after={"reserved_seats": seats})
+    for pool in SeatPool.objects.filter(pk__in=[parent_pool.pk] + ([own_pool.pk] if own_pool.pk else [])):
+        seat_pool_promote(pool=pool)
+    return lic
+
+
+def _carved_from_above(company: Company) -> int:
+    """Reservations inside the company's subtree carved from the pool above it: those with no
+    other reservation between them and the company (which itself draws from the shared pool)."""
+    reserved = list(company_subtree(company=company, include_self=False)
+                    .filter(license__reserved_seats__isnull=False)
+                    .values_list("lineage", "license__reserved_seats"))
+    lineages = [lineage for lineage, _ in reserved]
+    return sum(seats for lineage, seats in reserved
+               if not any(other != lineage and lineage.startswith(other) for other in lineages))
+
+
+def _move_members(*, company: Company, from_pool: SeatPool, to_pool: SeatPool, whole_pool: bool = False) -> None:
+    """Re-home the seat rows of the pool members inside `company`'s subtree (all of from_pool's
+    rows when the pool is dissolved), moving the licensed count with them."""
+    rows = SeatAssignment.objects.filter(pool=from_pool)
+    if not whole_pool:
+        rows = rows.filter(company__in=company_subtree(company=company).values("id"))
+    licensed = rows.filter(state=SeatState.LICENSED).count()
+    rows.update(pool=to_pool)
+    SeatPool.objects.filter(pk=from_pool.pk).update(used=F("used") - licensed)
+    SeatPool.objects.filter(pk=to_pool.pk).update(used=F("used") + licensed)
+
+
+@transaction.atomic
+def platform_seats_set(*, actor: User | None, seats: int | None) -> SeatPool:
+    platform = Company.objects.get(parent__isnull=True)
+    pool = _lock_pools(pool_of(platform).pk)[pool_of(platform).pk]
+    if seats is not None and seats < pool.used + pool.carved:
+        raise ValidationError({"platform_seats": f"{pool.used + pool.carved} seats are in use or reserved."})
+    License.objects.filter(company=platform).update(platform_seats=seats)
+    SeatPool.objects.filter(pk=pool.pk).update(capacity=seats)
+    audit_record(actor=actor, company=platform, action="license.platform_seats", obj=pool,
+                 before={"capacity": pool.capacity}, after={"capacity": seats})
+    seat_pool_promote(pool=pool)
+    return SeatPool.objects.get(pk=pool.pk)
+
+
+def seat_move_check(company: Company, new_parent: Company) -> str | None:
+    """H5: the new partner must be able to cover the company's seats."""
+    new_pool = pool_of(new_parent)
+    if new_pool.capacity is None:
+        return None
+    free = new_pool.capacity - new_pool.used - new_pool.carved
+    lic = license_of(company)
+    if lic.reserved_seats is not None:
+        if lic.reserved_seats > free:
+            return (f"{new_parent.name} cannot cover the reservation of {lic.reserved_seats} seats "
+                    f"({free} available).")
+        return None
+    needed = _licensed_moving(company, pool_of(company)) + _carved_from_above(company)
+    if needed > free:
+        return f"{new_parent.name} cannot cover the {needed} seats in use or reserved ({free} available)."
+    return None
+
+
+def seat_after_move(company: Company, old_parent: Company) -> None:
+    """H5: after a move, the company's seats leave the old pool and enter the new one."""
+    lic = license_of(company)
+    new_pool = pool_of(company.parent)
+    old_pool = pool_of(old_parent)
+    if old_pool.pk == new_pool.pk:
+        return
+    pools = _lock_pools(old_pool.pk, new_pool.pk)
+    if lic.reserved_seats is not None:
+        SeatPool.objects.filter(pk=old_pool.pk).update(carved=F("carved") - lic.reserved_seats)
+        SeatPool.objects.filter(pk=new_pool.pk).update(carved=F("carved") + lic.reserved_seats)
+    else:
+        _move_members(company=company, from_pool=pools[old_pool.pk], to_pool=pools[new_pool.pk])
+        carved = _carved_from_above(company)
+        SeatPool.objects.filter(pk=old_pool.pk).update(carved=F("carved") - carved)
+        SeatPool.objects.filter(pk=new_pool.pk).update(carved=F("carved") + carved)
+    seat_pool_promote(pool=pools[old_pool.pk])

@@ -1,0 +1,125 @@
+"""Usage in the public schema: how agents authenticate, which companies have new telemetry, and the
+company-month usage rows that reports, the API and billing read (U1-U15)."""
+
+from django.db import models
+
+from companies.models import Company
+
+
+class InstallToken(models.Model):
+    """T1: the token an install package carries; it names the company the agent registers into."""
+
+    company = models.ForeignKey(Company, related_name="install_tokens", on_delete=models.CASCADE)
+    token = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"Install token of {self.company}"
+
+
+class AgentCredential(models.Model):
+    """T1: the agent credential returned at registration, stored as a SHA-256 hash. It leads from
+    a request straight to the company's schema and the endpoint, without scanning schemas."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    company = models.ForeignKey(Company, related_name="agent_credentials", on_delete=models.CASCADE)
+    endpoint_id = models.UUIDField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["company", "endpoint_id"], name="agent_credential_endpoint")]
+
+    def __str__(self) -> str:
+        return f"Agent {self.endpoint_id}"
+
+
+class PendingRollup(models.Model):
+    """A company with telemetry not rolled up yet; the fan-out task reads this instead of every
+    schema. Written with INSERT ... ON CONFLICT DO NOTHING by ingestion."""
+
+    company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    since = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Pending rollup for {self.company_id}"
+
+
+class CompanyMonthUsage(models.Model):
+    """One company's own figures for one month (a partner's row is the sum of its subtree, summed
+    when read). Recomputed by the rollup until the month is finalized (U12)."""
+
+    company = models.ForeignKey(Company, related_name="month_usage", on_delete=models.CASCADE)
+    month = models.DateField()  # first day of the month
+    product_type = models.CharField(max_length=32, blank=True, default="")  # catalogue key, U11
+    active_endpoints = models.IntegerField(default=0)
+    licensed_endpoints = models.IntegerField(default=0)  # U1
+    endpoint_usage = models.IntegerField(default=0)  # U2 (U11 for EDR companies)
+    patch_management = models.IntegerField(default=0)  # U3
+    full_disk_encryption = models.IntegerField(default=0)
+    edr = models.IntegerField(default=0)
+    integrity_monitoring = models.IntegerField(default=0)
+    ats = models.IntegerField(default=0)  # U4
+    hyperdetect = models.IntegerField(default=0)
+    sandbox_analyzer = models.IntegerField(default=0)
+    xdr_identity = models.IntegerField(default=0)  # U5
+    xdr_productivity = models.IntegerField(default=0)
+    xdr_network = models.IntegerField(default=0)
+    xdr_cloud = models.IntegerField(default=0)
+    sve_vs = models.IntegerField(default=0)  # U6
+    sve_vdi_hours = models.IntegerField(default=0)  # U7
+    data_retention = models.JSONField(default=dict)  # U8: tier key -> endpoints charged at it
+    container_protection = models.IntegerField(default=0)  # U9
+    mdr_foundations = models.IntegerField(default=0)  # U10
+    exchange_mailboxes = models.IntegerField(default=0)  # U14
+    email_security_mailboxes = models.IntegerField(default=0)  # U15
+    enabled = models.JSONField(default=list)  # own-use items enabled at any time in the month (U13)
+    reserved_seats = models.IntegerField(null=True, blank=True)
+    minimum_usage = models.IntegerField(null=True, blank=True)  # L6
+    end_date = models.DateField(null=True, blank=True)
+    auto_renew = models.BooleanField(default=False)
+    computed_at = models.DateTimeField(auto_now=True)
+    finalized_at = models.DateTimeField(null=True, blank=True)
+
+    FIGURES = ["active_endpoints", "licensed_endpoints", "endpoint_usage", "patch_management",
+               "full_disk_encryption", "edr", "integrity_monitoring", "ats", "hyperdetect", "sandbox_analyzer",
+               "xdr_identity", "xdr_productivity", "xdr_network", "xdr_cloud", "sve_vs", "sve_vdi_hours",
+               "container_protection", "mdr_foundations", "exchange_mailboxes", "email_security_mailboxes"]
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["company", "month"], name="company_month_unique")]
+        indexes = [models.Index(fields=["month"], name="company_month_month")]
+
+    def __str__(self) -> str:
+        return f"{self.company_id} {self.month:%Y-%m}"
+
+    @property
+    def billed_endpoint_usage(self) -> int:
+        """L6: billing for the month is max(minimum, actual usage)."""
+        return max(self.minimum_usage or 0, self.endpoint_usage)
+
+
+class LateAdjustment(models.Model):
+    """U12/T4: figures that changed after their month was finalized, shown in the next report."""
+
+    company = models.ForeignKey(Company, related_name="late_adjustments", on_delete=models.CASCADE)
+    month = models.DateField()  # the finalized month the data belongs to
+    delta = models.JSONField()  # figure -> change against the frozen row
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["company", "month"], name="late_adjustment_company")]
+
+    def __str__(self) -> str:
+        return f"Late adjustment {self.company_id} {self.month:%Y-%m}"
+
+
+class MonthClose(models.Model):
+    """U12: a month once finalized."""
+
+    month = models.DateField(unique=True)
+    finalized_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} finalized"

@@ -1,0 +1,52 @@
+"""Reading monthly usage: one company's own row, or a partner's subtree summed in SQL (U13)."""
+
+import datetime as dt
+
+from django.db.models import Q, Sum
+
+from companies.models import Company
+
+from .models import CompanyMonthUsage, LateAdjustment
+from .rollups import GATED
+
+NOT_ENABLED = "Not enabled"
+
+
+def usage_totals(*, company: Company, month: dt.date, product_type: str | None = None,
+                 subtree: bool = True) -> dict:
+    """The month's figures for `company`: its own row, plus (subtree=True) every company below it.
+
+    An add-on enabled for none of the summed companies reads "Not enabled" (U13). `product_type`
+    keeps only companies of that product type (U11: an EDR report shows nothing of Endpoint
+    Security companies). Late adjustments recorded for the previous month are returned apart.
+    """
+    rows = CompanyMonthUsage.objects.filter(month=month)
+    rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
+    if product_type:
+        rows = rows.filter(product_type=product_type)
+    aggregates = {figure: Sum(figure) for figure in CompanyMonthUsage.FIGURES}
+    # one aggregate per add-on: does any summed company have it enabled this month?
+    enabled_items = sorted(set(GATED.values()))
+    for item in enabled_items:
+        aggregates[f"on_{item}"] = Sum(1, filter=Q(enabled__contains=[item]))
+    aggregates["rows"] = Sum(1)
+    totals = rows.aggregate(**aggregates)
+    figures = {figure: totals[figure] or 0 for figure in CompanyMonthUsage.FIGURES}
+    for figure, item in GATED.items():
+        if not totals[f"on_{item}"]:
+            figures[figure] = NOT_ENABLED
+    previous = (month.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    adjustments = LateAdjustment.objects.filter(month=previous)
+    adjustments = (adjustments.filter(company__lineage__startswith=company.lineage) if subtree
+                   else adjustments.filter(company=company))
+    late: dict[str, int] = {}
+    for delta in adjustments.values_list("delta", flat=True):
+        for key, value in delta.items():
+            late[key] = late.get(key, 0) + value
+    return {"figures": figures, "companies": totals["rows"] or 0, "late_adjustments": late,
+            "late_adjustments_month": previous}
+
+
+def usage_history(*, company: Company, months: int = 12) -> list[CompanyMonthUsage]:
+    """The company's own rows, newest first (its Usage page)."""
+    return list(CompanyMonthUsage.objects.filter(company=company).order_by("-month")[:months])

@@ -1,0 +1,60 @@
+"""Thin Celery tasks for usage: JSON arguments, explicit names, services imported in the body."""
+
+import datetime as dt
+
+from celery import shared_task
+from django.db import OperationalError
+
+
+@shared_task(name="usage.rollup_fanout", acks_late=True)
+def rollup_fanout() -> int:
+    """Beat, every minute: one rollup task per company with telemetry waiting."""
+    from usage.rollups import usage_rollup_pending
+
+    company_ids = usage_rollup_pending()
+    for company_id in company_ids:
+        rollup_company.delay(company_id)
+    return len(company_ids)
+
+
+@shared_task(name="usage.rollup_company", bind=True, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def rollup_company(self, company_id: int, months: list[str] | None = None) -> list[str]:
+    from usage.rollups import usage_company_rollup
+
+    done = usage_company_rollup(company_id=company_id,
+                                months=[dt.date.fromisoformat(m) for m in months or []])
+    return [m.isoformat() for m in done]
+
+
+@shared_task(name="usage.refresh_open_month", acks_late=True)
+def refresh_open_month() -> int:
+    """Beat, hourly: seats and entitlements change figures without new heartbeats."""
+    from companies.models import Company
+    from usage.rollups import month_start
+
+    month = month_start(dt.datetime.now(dt.UTC)).isoformat()
+    ids = list(Company.objects.values_list("pk", flat=True))
+    for company_id in ids:
+        rollup_company.delay(company_id, [month])
+    return len(ids)
+
+
+@shared_task(name="usage.month_close", bind=True, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
+             soft_time_limit=3300, time_limit=3600)
+def month_close(self, month: str | None = None) -> int:
+    """Beat, on the 1st of each month: finalize the previous month (U12). Idempotent."""
+    from usage.rollups import month_start, usage_month_close
+
+    if month is None:
+        first = month_start(dt.datetime.now(dt.UTC))
+        month = month_start(first - dt.timedelta(days=1)).isoformat()
+    return usage_month_close(month=dt.date.fromisoformat(month))
+
+
+@shared_task(name="usage.purge_heartbeats", acks_late=True)
+def purge_heartbeats() -> int:
+    from usage.rollups import heartbeats_purge
+
+    return heartbeats_purge(now=dt.datetime.now(dt.UTC))

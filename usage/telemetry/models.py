@@ -1,0 +1,141 @@
+"""Network data of one company, kept in that company's schema.
+
+Tenant schemas are kept small: every migration here runs once per company. Module sets are
+bitmasks (usage/modules.py) so a month's union is one bit_or.
+"""
+
+import uuid
+
+from django.db import models
+
+
+class OsFamily(models.TextChoices):
+    WINDOWS = "windows", "Windows"
+    LINUX = "linux", "Linux"
+    MACOS = "macos", "macOS"
+
+
+class OsType(models.TextChoices):
+    WORKSTATION = "workstation", "Workstation"
+    SERVER = "server", "Server"
+
+
+class MachineType(models.TextChoices):
+    PHYSICAL = "physical", "Physical"
+    VIRTUAL = "virtual", "Virtual"
+
+
+class Endpoint(models.Model):
+    """A machine with the security agent. The hardware id identifies it across reinstalls (T7)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    hardware_id = models.CharField(max_length=200, unique=True)
+    hostname = models.CharField(max_length=255)
+    os_family = models.CharField(max_length=16, choices=OsFamily.choices)
+    os_type = models.CharField(max_length=16, choices=OsType.choices)
+    machine_type = models.CharField(max_length=16, choices=MachineType.choices)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.hostname
+
+
+class Heartbeat(models.Model):
+    """One agent report, as received (T2). Kept for the open month plus the late window; the
+    endpoint-day rows are the lasting record. `rolled_up` marks rows already merged into
+    endpoint-day, in the same transaction as the merge, so a rollup counts each row exactly once."""
+
+    id = models.UUIDField(primary_key=True)  # the agent's heartbeat id: duplicates vanish (T4)
+    endpoint_id = models.UUIDField()
+    observed_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    os_family = models.CharField(max_length=16)
+    os_type = models.CharField(max_length=16)
+    machine_type = models.CharField(max_length=16)
+    container_host = models.BooleanField()
+    modules = models.IntegerField()
+    scan_mode = models.SmallIntegerField()
+    uptime_seconds = models.IntegerField()
+    xdr_sensors = models.SmallIntegerField()
+    rolled_up = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["observed_at"], name="heartbeat_observed"),
+            models.Index(fields=["received_at"], name="heartbeat_pending", condition=models.Q(rolled_up=False)),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
+class EndpointDay(models.Model):
+    """What one endpoint ran on one UTC day: the lasting record."""
+
+    endpoint_id = models.UUIDField()
+    day = models.DateField()
+    modules = models.IntegerField()
+    xdr_sensors = models.SmallIntegerField()
+    used_central_scan = models.BooleanField()
+    uptime_seconds = models.BigIntegerField()
+    os_family = models.CharField(max_length=16)
+    os_type = models.CharField(max_length=16)
+    machine_type = models.CharField(max_length=16)
+    container_host = models.BooleanField()
+    heartbeats = models.IntegerField()
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["endpoint_id", "day"], name="endpoint_day_unique")]
+        indexes = [models.Index(fields=["day"], name="endpoint_day_day")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.day}"
+
+
+class EndpointMonth(models.Model):
+    """An endpoint's month, recomputed from its days: modules at any time in the month (U rules)."""
+
+    endpoint_id = models.UUIDField()
+    month = models.DateField()  # first day of the month
+    modules = models.IntegerField()
+    xdr_sensors = models.SmallIntegerField()
+    used_central_scan = models.BooleanField()
+    uptime_seconds = models.BigIntegerField()
+    os_family = models.CharField(max_length=16)
+    os_type = models.CharField(max_length=16)
+    machine_type = models.CharField(max_length=16)
+    container_host = models.BooleanField()
+    heartbeats = models.IntegerField()
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["endpoint_id", "month"], name="endpoint_month_unique")]
+        indexes = [models.Index(fields=["month"], name="endpoint_month_month")]
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.month:%Y-%m}"
+
+
+class MailboxMonth(models.Model):
+    """A mailbox's month from the mailbox inventory (U14, U15): latest flags, summed traffic."""
+
+    mailbox_id = models.CharField(max_length=200)
+    product = models.CharField(max_length=16)  # exchange | email
+    environment = models.CharField(max_length=16)  # on_premises | cloud
+    month = models.DateField()
+    primary = models.BooleanField()
+    object_class = models.CharField(max_length=64, blank=True, default="")
+    emails_sent = models.BigIntegerField(default=0)
+    emails_received = models.BigIntegerField(default=0)
+    last_observed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "mailbox_id", "month"],
+                                               name="mailbox_month_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.product}:{self.mailbox_id} {self.month:%Y-%m}"
