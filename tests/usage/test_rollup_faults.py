@@ -132,6 +132,9 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
     holder = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"] or None,
                               port=settings["PORT"] or None, password=settings["PASSWORD"] or None)
     holder.autocommit = False
+    observer = psycopg2.connect(dbname=settings["NAME"], user=settings["USER"], host=settings["HOST"] or None,
+                                port=settings["PORT"] or None, password=settings["PASSWORD"] or None)
+    observer.autocommit = True
     with holder.cursor() as cursor:
         cursor.execute("SELECT id FROM usage_companymonthusage WHERE company_id = %s FOR UPDATE", [victim.pk])
     queue = f"fault-{uuid.uuid4().hex[:8]}"
@@ -140,9 +143,11 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
         rollup_company.apply_async(args=[victim.pk, [NOV.isoformat()]], queue=queue)
 
         def blocked_on_the_row():
-            with holder.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                               "AND query ILIKE '%%usage_companymonthusage%%'")
+            # its own autocommit connection: inside the holder's transaction pg_stat_activity
+            # would be the snapshot taken at its first read
+            with observer.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                               [holder.get_backend_pid()])
                 return cursor.fetchone()[0] > 0
 
         assert _wait_for(blocked_on_the_row), "the rollup never reached the usage row"
@@ -153,6 +158,7 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
             first.kill()
         holder.rollback()
         holder.close()
+        observer.close()
 
     # nothing of the killed run is visible: the heartbeats wait, the company is still pending
     with tenant_context(victim):
