@@ -14,8 +14,13 @@ urlpatterns = [
     path("companies/", include("companies.urls")),
     path("licensing/", include("licensing.urls")),
     path("reports/", include("reports.urls")),
+    path("usage/", include("usage.urls")),
+    path("integrations/", include("integrations.urls")),
     path("api/v1/", include("companies.api_urls")),
+    path("api/v1/", include("licensing.api_urls")),
+    path("api/v1/", include("usage.api_urls")),
     path("api/agent/v1/", include("usage.agent_urls")),
+    path("api/", include("publicapi.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
 ]
 # Company logos are the only uploads; their names are random, so serving them from the app is
