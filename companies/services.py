@@ -223,6 +223,11 @@ def company_update(*, actor: User | None, company: Company, logo: UploadedFile |
         errors["name"] = f"Another company under the same partner is named {merged['name']}."
     if company.type == CompanyType.CUSTOMER and not merged["manages_security"]:
         errors["manages_security"] = "A customer always manages its own endpoint security."
+    elif (merged["manages_security"] != company.manages_security and actor is not None
+          and actor.company_id == company.pk):
+        # C1/C2: a reseller-only partner must not grant itself the network; only a partner above decides
+        errors["manages_security"] = ("Only the partner above a company can change whether it manages "
+                                      "endpoint security.")
     if errors:
         raise ValidationError(errors)
     if logo:

@@ -113,6 +113,24 @@ def test_C1_C2_reseller_only_partner_sees_no_network(client, msp, msp_admin):
     assert wizard_post(client, name="Another customer").status_code == 302
 
 
+def test_C1_C2_only_the_partner_above_changes_whether_a_company_manages_security(msp):
+    from django.core.exceptions import ValidationError
+
+    from companies.services import company_update
+
+    reseller = make_partner(parent=msp, name="Resell Co", manages_security=False)
+    own_admin = make_user(company=reseller)
+    with pytest.raises(ValidationError) as refused:
+        company_update(actor=own_admin, company=reseller, manages_security=True)
+    assert "partner above" in refused.value.message_dict["manages_security"][0]
+    reseller.refresh_from_db()
+    assert reseller.manages_security is False
+    # the partner above may turn it on
+    company_update(actor=make_user(company=msp), company=reseller, manages_security=True)
+    reseller.refresh_from_db()
+    assert reseller.manages_security is True
+
+
 def test_A1_primary_account_gets_invitation_and_sets_password(client, msp, msp_admin, mailoutbox,
                                                              django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
