@@ -58,6 +58,13 @@ def logo_path(company: "Company", filename: str) -> str:
     return f"logos/{company.schema_name}-{secrets.token_hex(4)}.{extension}"
 
 
+class PartnerPlan(models.TextChoices):
+    """The partner's plan; the ConnectWise billing integration is not available on Basic (SPEC B2)."""
+
+    STANDARD = "standard", "Standard"
+    BASIC = "basic", "Basic"
+
+
 class Company(TenantMixin):
     """A node of the company tree; every company has a PostgreSQL schema for its network data.
 
@@ -86,6 +93,8 @@ class Company(TenantMixin):
     license_key = models.CharField(max_length=32, unique=True, default=new_license_key, editable=False)
     # A3: two-factor authentication enforced for all of the company's users
     enforce_two_factor = models.BooleanField(default=False)
+    # B2: a partner's plan, set by its parent (integrations.services.partner_plan_set)
+    plan = models.CharField(max_length=16, choices=PartnerPlan.choices, default=PartnerPlan.STANDARD)
     created_at = models.DateTimeField(auto_now_add=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
 
