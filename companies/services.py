@@ -345,6 +345,43 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
     return company
 
 
+@in_public_schema
+@transaction.atomic
+def company_delete(*, actor: User | None, company: Company) -> None:
+    """Delete a company created by mistake (the JSON-RPC deleteCompany). Billing history must never
+    vanish from a partner's sums, so only an empty company goes: no companies below it, no
+    endpoints, no seats or recorded usage, no reservation of its own. Anything else is suspended
+    instead (H4). The company's schema is dropped with it."""
+    from django_tenants.utils import tenant_context
+
+    company = Company.objects.select_for_update().get(pk=company.pk)
+    if company.parent_id is None:
+        raise ValidationError({"company": "The platform cannot be deleted."})
+    problems = []
+    if company.children.exists():
+        problems.append("it has companies under it")
+    if company.seat_assignments.exists():
+        problems.append("it has endpoints holding seats")
+    if company.month_usage.exists():
+        problems.append("it has recorded usage")
+    license = getattr(company, "license", None)
+    if license is not None and license.reserved_seats is not None:
+        problems.append("it has reserved seats (remove the reservation first)")
+    if not problems:
+        from usage.telemetry.models import Endpoint
+
+        with tenant_context(company):
+            if Endpoint.objects.exists():
+                problems.append("it has endpoints")
+    if problems:
+        raise ValidationError({"company": f"{company.name} cannot be deleted: {'; '.join(problems)}. "
+                                          "Suspend it instead."})
+    audit_record(actor=actor, company=company.parent, action="company.delete", obj=company,
+                 before=snapshot(company, COMPANY_AUDIT_FIELDS), after={"deleted": True})
+    company.users.all().delete()
+    company.delete(force_drop=True)
+
+
 # --- accounts ----------------------------------------------------------------------------------------
 
 def _validate_user_fields(*, email: str, full_name: str, role: str, timezone_name: str,
