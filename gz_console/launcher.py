@@ -200,6 +200,23 @@ def ensure_chromium() -> None:
         say("Installing chromium failed; browser tests will be skipped")
 
 
+def ensure_poppler() -> None:
+    """Install poppler-utils (pdftoppm, pdftotext) for the report PDF tests, as for chromium."""
+    if shutil.which("pdftoppm") or os.environ.get("GZ_SKIP_BROWSER_INSTALL"):
+        return
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        say("poppler-utils is missing and cannot be installed here; PDF page tests will be skipped")
+        return
+    say("Installing poppler-utils for the PDF tests ...")
+    quiet = {"stdout": subprocess.DEVNULL, "env": {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}}
+    result = subprocess.run(["apt-get", "install", "-y", "-qq", "poppler-utils"], check=False, **quiet)
+    if result.returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, **quiet)
+        result = subprocess.run(["apt-get", "install", "-y", "-qq", "poppler-utils"], check=False, **quiet)
+    if result.returncode != 0:
+        say("Installing poppler-utils failed; PDF page tests will be skipped")
+
+
 # --- commands --------------------------------------------------------------------------------------
 
 def wait_for_health(url: str, seconds: float = 60.0) -> dict | None:
@@ -267,6 +284,7 @@ def cmd_test(args) -> int:
     env, started = services_env()
     env.update({"DJANGO_SETTINGS_MODULE": "gz_console.settings_test", "GZ_ENV": "test"})
     ensure_chromium()
+    ensure_poppler()
     try:
         result = subprocess.run([PYTHON, "-m", "pytest", *args.pytest_args], cwd=ROOT, env=env, check=False)
         if result.returncode == 5:
