@@ -129,6 +129,9 @@ CELERY_TIMEZONE = "UTC"
 EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
 vars().update(env.email_url_config(EMAIL_URL))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="GZ Console <console@localhost>")
+# R5: a report email that fails is retried with back-off: base, 2x, 4x ... for this many attempts in all
+REPORT_SEND_ATTEMPTS = env.int("REPORT_SEND_ATTEMPTS", default=5)
+REPORT_SEND_RETRY_SECONDS = env.int("REPORT_SEND_RETRY_SECONDS", default=60)
 
 # --- Django --------------------------------------------------------------------------------------
 MIDDLEWARE = [
