@@ -10,6 +10,7 @@ see; company-level figures stay visible to everyone the company is visible to (C
 """
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -132,6 +133,13 @@ def report_scope(*, actor: User, company: Company, month: dt.date, kind: str, op
                        can_drill_down=kind == "endpoint" and network_visible(actor.company, company))
 
 
+def _items(value) -> tuple[str, ...]:
+    """A jsonb list read through a raw cursor (Django leaves jsonb undecoded there)."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    return tuple(value or ())
+
+
 def _scope_members(scope: ReportScope) -> list[ScopeCompany]:
     visible, params = _visible_sql(scope.actor.company)
     product = "AND u.product_type = %s" if scope.options.product_type else ""
@@ -141,7 +149,7 @@ def _scope_members(scope: ReportScope) -> list[ScopeCompany]:
     args = [*params, scope.month, *([scope.options.product_type] if product else []), scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
-        return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=tuple(r[4] or ()),
+        return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=_items(r[4]),
                              product_type=r[5] or "") for r in cursor.fetchall() if r[6]]
 
 
@@ -154,7 +162,7 @@ def _all_members(scope: ReportScope) -> list[ScopeCompany]:
     args = [scope.month, *([scope.options.product_type] if product else []), scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
-        return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=tuple(r[4] or ()),
+        return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=_items(r[4]),
                              product_type=r[5] or "") for r in cursor.fetchall()]
 
 
@@ -301,11 +309,13 @@ def report_endpoint_rows(*, scope: ReportScope, column: str | None = None, compa
         cursor = connection.chunked_cursor()
         try:
             cursor.execute(sql, params)
-            described = [col.name for col in cursor.description]
-            while batch := cursor.fetchmany(FETCH):
+            batch = cursor.fetchmany(FETCH)  # a named cursor describes its rows after the first fetch
+            described = [col.name for col in cursor.description or ()]
+            while batch:
                 for raw in batch:
                     yield _endpoint_row(dict(zip(described, raw, strict=True)))
                     produced += 1
+                batch = cursor.fetchmany(FETCH)
         finally:
             cursor.close()
         if limit is not None and produced >= limit:
