@@ -19,6 +19,7 @@ PAGES = (
     Page("reports", "Reports", "reports:index"),
     Page("my_company", "My Company", "companies:my-company"),
     Page("accounts", "Accounts", "accounts:list"),
+    Page("integrations", "Integrations", "integrations:index"),
 )
 
 
@@ -34,6 +35,7 @@ def can_open(user: User, page_key: str) -> bool:
         "reports": True,
         "my_company": True,
         "accounts": is_admin,
+        "integrations": is_partner and is_admin,  # B1: partner administrators
     }
     return rules[page_key]
 

@@ -1,0 +1,66 @@
+"""Reads for the billing integration: which companies a partner bills, what they count, the log."""
+
+import datetime as dt
+
+from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from companies.models import Company, PartnerPlan
+from usage.models import CompanyMonthUsage
+
+from .models import PsaAddition, PsaConnection, SyncAttempt
+
+MONTHLY = "monthly"
+LOG_ROWS = 50
+
+
+def is_monthly_q(prefix: str = "") -> Q:
+    """B2: companies on a monthly subscription (S5: every company without its own licence row is)."""
+    return Q(**{f"{prefix}license__isnull": True}) | Q(**{f"{prefix}license__license_type": MONTHLY})
+
+
+def integration_allowed(partner: Company) -> bool:
+    """B2: partners on the Basic plan cannot enable the integration."""
+    return partner.is_partner and partner.plan != PartnerPlan.BASIC
+
+
+def billed_companies(*, partner: Company) -> QuerySet[Company]:
+    """The companies a partner bills: its direct companies (a partner below bills its own)."""
+    return Company.objects.filter(parent=partner).order_by("name", "pk")
+
+
+def active_endpoint_counts(*, company_ids: list[int], month: dt.date) -> dict[int, int]:
+    """Endpoints active in the month (at least one heartbeat) per company, a partner's subtree summed:
+    one query whatever the number of companies, from the rollups' company-month rows."""
+    usage = (CompanyMonthUsage.objects
+             .filter(month=month, company__lineage__startswith=OuterRef("lineage"))
+             .order_by().values("month").annotate(total=Sum("active_endpoints")).values("total"))
+    rows = (Company.objects.filter(pk__in=company_ids)
+            .annotate(active=Coalesce(Subquery(usage, output_field=IntegerField()), Value(0)))
+            .values_list("pk", "active"))
+    return dict(rows)
+
+
+def connection_of(partner: Company) -> PsaConnection | None:
+    return PsaConnection.objects.filter(company=partner).first()
+
+
+def integration_page(*, partner: Company, month: dt.date) -> dict:
+    """Everything the Integrations page shows, in a fixed number of queries."""
+    connection = connection_of(partner)
+    companies = list(billed_companies(partner=partner)
+                     .annotate(monthly=Coalesce(Sum(1, filter=is_monthly_q()), Value(0)))
+                     .select_related("psa_mapping"))
+    counts = active_endpoint_counts(company_ids=[c.pk for c in companies], month=month)
+    additions = {a.company_id: a for a in PsaAddition.objects.filter(company__in=companies, month=month)}
+    rows = []
+    for company in companies:
+        mapping = getattr(company, "psa_mapping", None)
+        if mapping is not None and connection is not None and mapping.connection_id != connection.pk:
+            mapping = None
+        rows.append({"company": company, "mapping": mapping, "monthly": bool(company.monthly),
+                     "active": counts.get(company.pk, 0), "addition": additions.get(company.pk)})
+    attempts = (list(SyncAttempt.objects.filter(connection=connection).select_related("company")[:LOG_ROWS])
+                if connection else [])
+    return {"connection": connection, "rows": rows, "attempts": attempts, "month": month,
+            "allowed": integration_allowed(partner)}

@@ -1,0 +1,410 @@
+"""Writes for the ConnectWise billing sync (SPEC B1-B4, X1).
+
+Connection settings and mappings are validated here and audited (X1); keys are encrypted before
+they are stored. The sync pushes one addition per billed company and month: the addition's PSA id
+is kept as soon as it is known, and before creating one the sync looks for an addition it made
+earlier whose answer was lost, so a retry or a re-run updates instead of creating a second one.
+"""
+
+import datetime as dt
+import logging
+import urllib.parse
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from companies.audit import audit_record
+from companies.models import Company, CompanyType, PartnerPlan, User
+
+from .connectwise import ConnectWiseClient, Credentials, PsaError
+from .crypto import SecretUnreadable, decrypt, encrypt
+from .models import (
+    CompanyMapping,
+    MappingState,
+    PsaAddition,
+    PsaConnection,
+    SyncAttempt,
+    SyncOutcome,
+    SyncTrigger,
+)
+from .selectors import active_endpoint_counts, integration_allowed, is_monthly_q
+
+logger = logging.getLogger(__name__)
+
+UPDATE_INTERVAL = dt.timedelta(hours=4)  # B3: at most every four hours
+CONNECTION_AUDIT_FIELDS = ["site", "psa_company_id", "client_id", "enabled"]
+MAPPING_AUDIT_FIELDS = ["psa_company", "agreement_type", "product_identifier"]
+BASIC_MESSAGE = "The billing integration is not available on the Basic plan."
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def month_start(moment: dt.datetime | dt.date) -> dt.date:
+    return dt.date(moment.year, moment.month, 1)
+
+
+def addition_description(*, company: Company, month: dt.date) -> str:
+    """What the addition says on the invoice; also how the sync recognises an addition it created."""
+    return f"GZ Console endpoints {month:%Y-%m} (company {company.pk})"
+
+
+def client_for(connection: PsaConnection, **options) -> ConnectWiseClient:
+    try:
+        public_key, private_key = decrypt(connection.public_key_encrypted), decrypt(connection.private_key_encrypted)
+    except SecretUnreadable as error:
+        raise PsaError(str(error), retryable=False) from None
+    return ConnectWiseClient(Credentials(site=connection.site, company_id=connection.psa_company_id,
+                                         public_key=public_key, private_key=private_key,
+                                         client_id=connection.client_id), **options)
+
+
+# --- settings -----------------------------------------------------------------------------------------
+
+def _connection_audit(connection: PsaConnection) -> dict:
+    return {f: getattr(connection, f) for f in CONNECTION_AUDIT_FIELDS}
+
+
+def _validate_site(site: str) -> str | None:
+    parts = urllib.parse.urlsplit(site)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "Enter the address of your ConnectWise site, like https://na.myconnectwise.net."
+    if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not settings.DEBUG:
+        return "Use an https:// address: the keys must not travel unencrypted."
+    return None
+
+
+@transaction.atomic
+def connection_save(*, actor: User, partner: Company, site: str, psa_company_id: str, client_id: str,
+                    public_key: str = "", private_key: str = "", enabled: bool = True) -> PsaConnection:
+    """B1/B2/X1: create or change the partner's connection. Empty keys keep the stored ones."""
+    if not integration_allowed(partner):
+        raise ValidationError({"__all__": BASIC_MESSAGE if partner.is_partner else
+                               "Only partners bill companies through ConnectWise."})
+    existing = PsaConnection.objects.select_for_update().filter(company=partner).first()
+    site, psa_company_id, client_id = site.strip().rstrip("/"), psa_company_id.strip(), client_id.strip()
+    public_key, private_key = public_key.strip(), private_key.strip()
+    errors: dict[str, str] = {}
+    if site_error := _validate_site(site):
+        errors["site"] = site_error
+    if not psa_company_id:
+        errors["psa_company_id"] = "Enter the company id you sign in to ConnectWise with."
+    if not client_id:
+        errors["client_id"] = "Enter the client id of your ConnectWise API integration."
+    if existing is None or public_key or private_key:
+        # new keys come as a pair: half a key pair would fail every request
+        if not public_key:
+            errors["public_key"] = "Enter the public key of the API member."
+        if not private_key:
+            errors["private_key"] = "Enter the private key of the API member."
+    if errors:
+        raise ValidationError(errors)
+    before = _connection_audit(existing) if existing else None
+    connection = existing or PsaConnection(company=partner)
+    connection.site, connection.psa_company_id, connection.client_id = site, psa_company_id, client_id
+    connection.enabled = enabled
+    keys_replaced = bool(public_key)
+    if keys_replaced:
+        connection.public_key_encrypted = encrypt(public_key)
+        connection.private_key_encrypted = encrypt(private_key)
+    connection.save()
+    after = _connection_audit(connection)
+    if keys_replaced:  # X1 says that the keys changed, never what they are
+        after["keys"] = "replaced"
+        before = {**(before or {}), "keys": "kept" if existing else ""}
+    audit_record(actor=actor, company=partner, action="integration.connection", obj=connection,
+                 before=before, after=after)
+    return connection
+
+
+def connection_test(*, connection: PsaConnection) -> PsaConnection:
+    """Ask the PSA who it is with the stored credentials and keep what it answered."""
+    client = client_for_test(connection)
+    try:
+        info = client.system_info() if client else {}
+    except PsaError as error:
+        ok, answer = False, error.answer
+    else:
+        if client is None:
+            ok, answer = False, "The stored keys cannot be read; enter them again."
+        else:
+            version = info.get("version") or "unknown version"
+            ok, answer = True, f"ConnectWise answered {client.last_status}: signed in, version {version}."
+    PsaConnection.objects.filter(pk=connection.pk).update(last_test_at=timezone.now(), last_test_ok=ok,
+                                                          last_test_answer=answer)
+    connection.refresh_from_db()
+    return connection
+
+
+def client_for_test(connection: PsaConnection) -> ConnectWiseClient | None:
+    try:
+        return client_for(connection, timeout=10.0, max_wait_seconds=10.0)
+    except PsaError:
+        return None
+
+
+@transaction.atomic
+def partner_plan_set(*, actor: User, company: Company, plan: str) -> Company:
+    """B2/X1: a partner's plan, set by a partner above it (the edit page of the company)."""
+    if plan not in PartnerPlan.values:
+        raise ValidationError({"plan": "Choose Standard or Basic."})
+    if company.type != CompanyType.PARTNER:
+        raise ValidationError({"plan": "Only partners have a plan."})
+    company = Company.objects.select_for_update().get(pk=company.pk)
+    before = {"plan": company.plan}
+    company.plan = plan
+    company.save(update_fields=["plan"])
+    audit_record(actor=actor, company=company, action="company.plan", obj=company, before=before,
+                 after={"plan": plan})
+    return company
+
+
+# --- mappings (B1) ------------------------------------------------------------------------------------
+
+def _case_hint(wanted: str, found: list[str]) -> str:
+    near = sorted({name for name in found if name.lower() == wanted.lower() and name != wanted})
+    if near:
+        return f' Names are case-sensitive: ConnectWise has "{near[0]}".'
+    return ""
+
+
+def mapping_resolve(*, mapping: CompanyMapping, client: ConnectWiseClient) -> tuple[str, str, dict]:
+    """Find the company, its one open agreement of the type, and the product, matching names exactly.
+    Returns (state, what the partner should do, ids found)."""
+    companies = client.companies(identifier=mapping.psa_company)
+    exact = [c for c in companies if c.get("identifier") == mapping.psa_company]
+    if not exact:
+        return (MappingState.COMPANY_NOT_FOUND,
+                f'ConnectWise has no company with the identifier "{mapping.psa_company}". Enter the identifier '
+                "shown on the company in ConnectWise." +
+                _case_hint(mapping.psa_company, [c.get("identifier", "") for c in companies]), {})
+    psa_company = exact[0]
+    ids = {"psa_company_ref": psa_company["id"]}
+    agreements = client.agreements(company_ref=psa_company["id"], type_name=mapping.agreement_type)
+    open_agreements = [a for a in agreements if a.get("agreementStatus", "Active") == "Active"]
+    matching = [a for a in open_agreements if (a.get("type") or {}).get("name") == mapping.agreement_type]
+    if not matching:
+        types = [(a.get("type") or {}).get("name", "") for a in open_agreements]
+        if not types:
+            types = [(a.get("type") or {}).get("name", "") for a in
+                     client.agreements_of_company(company_ref=psa_company["id"])]
+        return (MappingState.AGREEMENT_NOT_FOUND,
+                f'{psa_company.get("name", mapping.psa_company)} has no active agreement of type '
+                f'"{mapping.agreement_type}".' + (_case_hint(mapping.agreement_type, types) or
+                                                   " Create the agreement in ConnectWise or correct the type name."),
+                ids)
+    if len(matching) > 1:
+        listed = ", ".join(f'"{a.get("name", a["id"])}"' for a in matching)
+        return (MappingState.MULTIPLE_AGREEMENTS,
+                f'{psa_company.get("name", mapping.psa_company)} has {len(matching)} active agreements of type '
+                f'"{mapping.agreement_type}" ({listed}). Keep one of them active, or give the one to bill its own '
+                "agreement type.", ids)
+    ids["agreement_ref"] = matching[0]["id"]
+    products = client.products(identifier=mapping.product_identifier)
+    exact_products = [p for p in products if p.get("identifier") == mapping.product_identifier]
+    if not exact_products:
+        return (MappingState.PRODUCT_NOT_FOUND,
+                f'ConnectWise has no product with the identifier "{mapping.product_identifier}".' +
+                (_case_hint(mapping.product_identifier, [p.get("identifier", "") for p in products]) or
+                 " Enter the identifier of the product in the ConnectWise product catalog."), ids)
+    ids["product_ref"] = exact_products[0]["id"]
+    return MappingState.OK, f'Additions go to the agreement "{matching[0].get("name", "")}".', ids
+
+
+def mapping_check(*, mapping: CompanyMapping, client: ConnectWiseClient | None = None) -> CompanyMapping:
+    """Resolve the mapping against the PSA now and store its state."""
+    try:
+        client = client or client_for(mapping.connection, timeout=10.0, max_wait_seconds=10.0)
+        state, detail, ids = mapping_resolve(mapping=mapping, client=client)
+    except PsaError as error:
+        state, detail, ids = MappingState.UNREACHABLE, f"{error.answer} Check the connection, then save again.", {}
+    mapping.state, mapping.state_detail, mapping.checked_at = state, detail, timezone.now()
+    mapping.psa_company_ref = ids.get("psa_company_ref")
+    mapping.agreement_ref = ids.get("agreement_ref")
+    mapping.product_ref = ids.get("product_ref")
+    CompanyMapping.objects.filter(pk=mapping.pk).update(
+        state=state, state_detail=detail, checked_at=mapping.checked_at, psa_company_ref=mapping.psa_company_ref,
+        agreement_ref=mapping.agreement_ref, product_ref=mapping.product_ref)
+    return mapping
+
+
+def mapping_save(*, actor: User, company: Company, psa_company: str, agreement_type: str,
+                 product_identifier: str, check: bool = True) -> CompanyMapping:
+    """B1/X1: where the company's usage goes. Saved, then checked against the PSA."""
+    partner = company.parent
+    connection = PsaConnection.objects.filter(company=partner).first() if partner else None
+    if connection is None or not integration_allowed(partner):
+        raise ValidationError({"__all__": BASIC_MESSAGE if partner and partner.plan == PartnerPlan.BASIC
+                               else "Save the ConnectWise connection first."})
+    values = {"psa_company": psa_company.strip(), "agreement_type": agreement_type.strip(),
+              "product_identifier": product_identifier.strip()}
+    labels = {"psa_company": "the company identifier in ConnectWise", "agreement_type": "the agreement type name",
+              "product_identifier": "the product identifier"}
+    errors = {f: f"Enter {labels[f]}." for f, v in values.items() if not v}
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        mapping = CompanyMapping.objects.select_for_update().filter(company=company).first()
+        before = {f: getattr(mapping, f) for f in MAPPING_AUDIT_FIELDS} if mapping else None
+        if mapping is None:
+            mapping = CompanyMapping(company=company, connection=connection)
+        changed = before is None or before != values or mapping.connection_id != connection.pk
+        mapping.connection = connection
+        for field, value in values.items():
+            setattr(mapping, field, value)
+        if changed:
+            mapping.state, mapping.state_detail = MappingState.UNCHECKED, ""
+            mapping.psa_company_ref = mapping.agreement_ref = mapping.product_ref = None
+        mapping.save()
+        audit_record(actor=actor, company=partner, action="integration.mapping", obj=mapping,
+                     before=before, after={**values, "company": company.name} if before is None else values)
+    if check:
+        mapping = mapping_check(mapping=mapping)
+    return mapping
+
+
+# --- the sync (B2-B4) ---------------------------------------------------------------------------------
+
+class NotSynced(Exception):
+    """The company cannot be synced as things stand (B2, or a mapping the partner must fix)."""
+
+
+def _eligible_mapping(company: Company) -> CompanyMapping:
+    """B2: a company on a monthly subscription, under a partner not on the Basic plan, mapped by it."""
+    partner = company.parent
+    if partner is None or not integration_allowed(partner):
+        raise NotSynced(BASIC_MESSAGE)
+    if not Company.objects.filter(is_monthly_q(), pk=company.pk).exists():
+        raise NotSynced("The company is not on a monthly subscription; only monthly subscriptions are billed.")
+    mapping = (CompanyMapping.objects.select_related("connection")
+               .filter(company=company, connection__company=partner).first())
+    if mapping is None:
+        raise NotSynced("The company has no agreement type and product yet.")
+    if not mapping.connection.enabled:
+        raise NotSynced("The ConnectWise connection is turned off.")
+    return mapping
+
+
+def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger.SCHEDULE,
+                  force: bool = False, now: dt.datetime | None = None) -> SyncAttempt | None:
+    """B3/B4: push the month's count of active endpoints to the company's addition.
+
+    Creates the addition the first time, then updates its quantity when the count changed and the
+    last push is at least four hours old (`force`, from "Sync now", skips the wait). Returns the
+    logged attempt, or None when there was nothing to send. PSA failures are logged, not raised:
+    the caller retries those whose attempt is `retryable`.
+    """
+    now = now or timezone.now()
+    company = Company.objects.select_related("parent").get(pk=company_id)
+    try:
+        mapping = _eligible_mapping(company)
+    except NotSynced as reason:
+        connection = PsaConnection.objects.filter(company_id=company.parent_id).first()
+        if connection is None or trigger == SyncTrigger.SCHEDULE:
+            return None  # nothing configured or nothing the partner asked for: nothing to log
+        return SyncAttempt.objects.create(connection=connection, company=company, month=month,
+                                          outcome=SyncOutcome.NOT_SYNCED, trigger=trigger, answer=str(reason))
+    count = active_endpoint_counts(company_ids=[company.pk], month=month)[company.pk]
+    PsaAddition.objects.get_or_create(company=company, month=month)
+    with transaction.atomic():
+        # one sync per company-month at a time: a second worker waits here and then sees the id
+        addition = PsaAddition.objects.select_for_update().get(company=company, month=month)
+        if addition.addition_ref is not None and addition.quantity == count and not force:
+            if month < month_start(now) and (addition.synced_at is None or addition.synced_at.date() < now.date()):
+                # a month that has ended, already right: its final push is done
+                addition.synced_at = now
+                addition.save(update_fields=["synced_at"])
+            return None
+        if (addition.addition_ref is not None and not force and addition.synced_at
+                and now - addition.synced_at < UPDATE_INTERVAL):
+            return None
+        attempt = SyncAttempt(connection=mapping.connection, company=company, month=month, quantity=count,
+                              trigger=trigger)
+        try:
+            client = client_for(mapping.connection)
+            _push(client=client, mapping=mapping, addition=addition, company=company, month=month,
+                  count=count, attempt=attempt)
+        except PsaError as error:
+            attempt.outcome, attempt.answer, attempt.retryable = SyncOutcome.FAILED, error.answer, error.retryable
+            attempt.http_status = error.status
+        except NotSynced as reason:
+            attempt.outcome, attempt.answer = SyncOutcome.NOT_SYNCED, str(reason)
+        else:
+            attempt.outcome = SyncOutcome.OK
+            addition.quantity, addition.synced_at = count, now
+        addition.save()
+        attempt.save()
+    logger.info("psa.sync", extra={"company": company.pk, "month": month.isoformat(), "quantity": count,
+                                   "outcome": attempt.outcome, "status": attempt.http_status})
+    return attempt
+
+
+def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAddition, company: Company,
+          month: dt.date, count: int, attempt: SyncAttempt) -> None:
+    if mapping.state != MappingState.OK or mapping.agreement_ref is None:
+        mapping = mapping_check(mapping=mapping, client=client)
+        if mapping.state == MappingState.UNREACHABLE:
+            raise PsaError(mapping.state_detail)
+        if mapping.state != MappingState.OK:
+            raise NotSynced(mapping.state_detail)
+    if addition.agreement_ref not in (None, mapping.agreement_ref):
+        # the partner mapped the company to another agreement: its additions start there
+        addition.addition_ref = None
+    addition.agreement_ref = mapping.agreement_ref
+    description = addition_description(company=company, month=month)
+    if addition.addition_ref is None:
+        # an earlier attempt may have created it and lost the answer: find it before creating
+        found = client.additions(agreement_ref=mapping.agreement_ref, description=description)
+        found = [a for a in found if a.get("description") == description]
+        if found:
+            addition.addition_ref = found[0]["id"]
+            addition.save(update_fields=["addition_ref", "agreement_ref"])
+            if found[0].get("quantity") == count:
+                attempt.operation, attempt.http_status = "unchanged", client.last_status
+                attempt.answer = f"ConnectWise answered {client.last_status}: addition {found[0]['id']} already " \
+                                 f"has quantity {count}."
+                return
+    if addition.addition_ref is None:
+        created = client.addition_create(agreement_ref=mapping.agreement_ref, product_ref=mapping.product_ref,
+                                         quantity=count, effective_date=month, description=description)
+        addition.addition_ref = created["id"]
+        attempt.operation = "create"
+        attempt.answer = f"ConnectWise answered {client.last_status}: created addition {created['id']} " \
+                         f"with quantity {created.get('quantity', count)}."
+    else:
+        updated = client.addition_update_quantity(agreement_ref=mapping.agreement_ref,
+                                                  addition_ref=addition.addition_ref, quantity=count)
+        attempt.operation = "update"
+        attempt.answer = f"ConnectWise answered {client.last_status}: addition {addition.addition_ref} " \
+                         f"now has quantity {updated.get('quantity', count)}."
+    attempt.http_status = client.last_status
+
+
+def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
+    """B3: the company-months to push now: every mapped, eligible company of every partner allowed
+    to sync, for the current month; and, once after a month ends, the final count of the month
+    before. The four-hour rule and "nothing changed" are decided by addition_sync."""
+    now = now or timezone.now()
+    current = month_start(now)
+    previous = month_start(current - dt.timedelta(days=1))
+    mappings = (CompanyMapping.objects
+                .filter(connection__enabled=True, connection__company__plan=PartnerPlan.STANDARD,
+                        connection__company__type=CompanyType.PARTNER)
+                .filter(is_monthly_q("company__"))
+                .exclude(state__in=[MappingState.COMPANY_NOT_FOUND, MappingState.AGREEMENT_NOT_FOUND,
+                                    MappingState.MULTIPLE_AGREEMENTS, MappingState.PRODUCT_NOT_FOUND])
+                .filter(company__parent_id=F("connection__company_id"))
+                .values_list("company_id", flat=True))
+    due = [(company_id, current.isoformat()) for company_id in mappings]
+    final = (PsaAddition.objects.filter(month=previous, addition_ref__isnull=False,
+                                        synced_at__lt=dt.datetime(current.year, current.month, 1, tzinfo=dt.UTC))
+             .values_list("company_id", flat=True))
+    due += [(company_id, previous.isoformat()) for company_id in final]
+    return due
+
+
+def sync_partner_company_ids(*, partner_id: int) -> list[int]:
+    """"Sync now" for a whole partner: its mapped companies (the sync says why any is not synced)."""
+    return list(CompanyMapping.objects.filter(connection__company_id=partner_id, company__parent_id=partner_id)
+                .order_by("company__name").values_list("company_id", flat=True))
