@@ -29,6 +29,8 @@ def _required(name: str, dev_default: str) -> str:
 
 
 SECRET_KEY = _required("SECRET_KEY", "dev-only-insecure-key-do-not-use-in-production-0123456789")
+# PSA keys are encrypted at rest with this Fernet key; without it, a key derived from SECRET_KEY
+FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 if PRODUCTION and not ALLOWED_HOSTS:
@@ -249,4 +251,6 @@ CELERY_BEAT_SCHEDULE = {
     "usage-month-close": {"task": "usage.month_close", "schedule": crontab(day_of_month=1, hour=0, minute=30)},
     # raw heartbeats outlive the open month by the 35-day late window
     "usage-purge-heartbeats": {"task": "usage.purge_heartbeats", "schedule": crontab(hour=3, minute=0)},
+    # B3: ConnectWise additions, hourly after the rollups (each company at most every four hours)
+    "integrations-sync-due": {"task": "integrations.sync_due", "schedule": crontab(minute=20)},
 }
