@@ -1,0 +1,153 @@
+"""Reads behind getMonthlyUsage (R7) and the Usage pages: one company's month as the report shows it.
+
+Built on usage.selectors.usage_totals, the selector the Monthly License Usage report uses, so the API,
+the pages and the report never disagree. Every read is a fixed number of queries whatever the size
+of the subtree (sums happen in SQL). Company-level figures only: nothing here names an endpoint, so
+C2/C3 allow these reads for every company in the caller's subtree.
+"""
+
+import datetime as dt
+import re
+
+from django.core.exceptions import ValidationError
+from django.db import connection
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from companies.models import Company, CompanyType
+from licensing.models import SeatAssignment, SeatState
+
+from .models import CompanyMonthUsage, MonthClose
+from .rollups import GATED, month_start
+from .selectors import NOT_ENABLED, usage_totals
+
+# R3 headers where the report has one; the others in the same words
+FIGURE_LABELS = {
+    "active_endpoints": "Active endpoints",
+    "licensed_endpoints": "Licensed endpoints",
+    "endpoint_usage": "Endpoint usage",
+    "patch_management": "Patch Management usage",
+    "full_disk_encryption": "Full Disk Encryption usage",
+    "edr": "EDR usage",
+    "integrity_monitoring": "Integrity Monitoring usage",
+    "ats": "ATS usage",
+    "hyperdetect": "ATS: HyperDetect",
+    "sandbox_analyzer": "ATS: Sandbox Analyzer",
+    "xdr_identity": "XDR: Identity Providers",
+    "xdr_productivity": "XDR: Productivity",
+    "xdr_network": "XDR: Network",
+    "xdr_cloud": "XDR: Cloud Workloads",
+    "sve_vs": "SVE: VS",
+    "sve_vdi_hours": "SVE: VDI",
+    "container_protection": "Container Protection Usage",
+    "mdr_foundations": "MDR Foundations",
+    "exchange_mailboxes": "Security for Exchange mailboxes",
+    "email_security_mailboxes": "Email Security mailboxes",
+}
+PRODUCT_TYPES = ("endpoint_security", "edr_standalone")
+MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
+HISTORY_MONTHS = 24
+
+RETENTION_SQL = """
+SELECT t.key, sum(t.value::int)
+FROM usage_companymonthusage u
+JOIN companies_company c ON c.id = u.company_id,
+     jsonb_each_text(u.data_retention) AS t(key, value)
+WHERE u.month = %(month)s AND c.lineage LIKE %(lineage)s
+  AND (%(product_type)s = '' OR u.product_type = %(product_type)s)
+GROUP BY t.key ORDER BY t.key
+"""
+
+
+def usage_month_parse(value: str, *, field: str = "month", today: dt.date | None = None) -> dt.date:
+    """'2026-11' -> 2026-11-01. Bad input, or a month still to come, is a ValidationError naming the field."""
+    match = MONTH_PATTERN.match(value or "")
+    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 2000:
+        raise ValidationError({field: f"Give a month as YYYY-MM (for example 2026-11), not {value[:20]!r}."})
+    month = dt.date(int(match.group(1)), int(match.group(2)), 1)
+    current = month_start(today or timezone.now())
+    if month > current:
+        raise ValidationError({field: f"{value} has not started yet: usage exists up to {current:%Y-%m}."})
+    return month
+
+
+def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY_MONTHS) -> list[dict]:
+    """Months with usage for the company (its subtree when `subtree`), newest first; the current month
+    is always listed. Two queries."""
+    rows = CompanyMonthUsage.objects.all()
+    rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
+    months = set(rows.order_by().values_list("month", flat=True).distinct())
+    months.add(month_start(timezone.now()))
+    newest = sorted(months, reverse=True)[:limit]
+    closed = set(MonthClose.objects.filter(month__in=newest).values_list("month", flat=True))
+    return [{"month": m, "finalized": m in closed} for m in newest]
+
+
+def _retention(*, company: Company, month: dt.date, subtree: bool, product_type: str) -> dict[str, int]:
+    lineage = company.lineage + "%" if subtree else company.lineage
+    with connection.cursor() as cursor:
+        cursor.execute(RETENTION_SQL, {"month": month, "lineage": lineage, "product_type": product_type})
+        return {key: int(total) for key, total in cursor.fetchall()}
+
+
+def seat_state_counts(*, company: Company, subtree: bool = True) -> dict[str, int]:
+    """Endpoints by seat state now (licensed, trial, expired): counts, never endpoint rows. One query."""
+    seats = SeatAssignment.objects.all()
+    seats = (seats.filter(company__lineage__startswith=company.lineage) if subtree
+             else seats.filter(company=company))
+    counts = seats.aggregate(**{state: Count("pk", filter=Q(state=state)) for state in SeatState.values})
+    return {state: counts[state] for state in SeatState.values}
+
+
+def usage_month_detail(*, company: Company, month: dt.date, product_type: str = "",
+                       subtree: bool | None = None) -> dict:
+    """The month's figures as the report shows them: `usage_totals` (a partner's figures sum its
+    subtree, U13; "Not enabled" for add-ons none of them has), the late adjustments recorded for the
+    month before (U12), Data Retention charged per tier (U8), the company's own seats, minimum and
+    subscription (R3, L6), and whether the month is finalized. A fixed number of queries."""
+    if subtree is None:
+        subtree = company.type == CompanyType.PARTNER
+    totals = usage_totals(company=company, month=month, product_type=product_type or None, subtree=subtree)
+    own = CompanyMonthUsage.objects.filter(company=company, month=month).first()
+    closed = MonthClose.objects.filter(month=month).first()
+    retention_on = (CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"])
+                    .filter(company__lineage__startswith=company.lineage) if subtree else
+                    CompanyMonthUsage.objects.filter(month=month, company=company,
+                                                     enabled__contains=["data_retention"])).exists()
+    retention = (_retention(company=company, month=month, subtree=subtree, product_type=product_type)
+                 if retention_on else NOT_ENABLED)
+    figures = totals["figures"]
+    minimum = own.minimum_usage if own else None
+    billed = None
+    if not subtree:
+        # L6: billing for the month is max(minimum, actual usage)
+        billed = max(minimum or 0, figures["endpoint_usage"])
+    finalized_at = (own.finalized_at if own and own.finalized_at else None) or (closed.finalized_at if closed
+                                                                                 else None)
+    current = month_start(timezone.now())
+    return {
+        "company": company,
+        "month": month,
+        "status": "finalized" if finalized_at else ("open" if month == current else "awaiting close"),
+        "finalized_at": finalized_at,
+        "computed_at": own.computed_at if own else None,
+        "subtree": subtree,
+        "product_type": product_type,
+        "companies": totals["companies"],
+        "figures": figures,
+        "gated": sorted(GATED),
+        "data_retention": retention,
+        "reserved_seats": own.reserved_seats if own else None,
+        "minimum_usage": minimum,
+        "billed_endpoint_usage": billed,
+        "end_date": own.end_date if own else None,
+        "auto_renew": own.auto_renew if own else False,
+        "late_adjustments": {"month": totals["late_adjustments_month"], "figures": totals["late_adjustments"]},
+    }
+
+
+def figure_rows(detail: dict) -> list[dict]:
+    """The figures in report order with their labels, for pages."""
+    return [{"key": key, "label": label, "value": detail["figures"][key],
+             "not_enabled": detail["figures"][key] == NOT_ENABLED}
+            for key, label in FIGURE_LABELS.items()]
