@@ -154,6 +154,16 @@ def report_logo_data_uri(company) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(default.read_bytes()).decode()
 
 
+def report_totals_list(report: Report) -> list[tuple[str, object]]:
+    """(header, total) for each figure column: the target's figures as usage_totals gives them."""
+    from .builder import FIGURE_OF, MAILBOX_FIGURE
+
+    figures = report.totals["figures"]
+    if report.kind != "endpoint":
+        return [("Protected mailboxes", figures[MAILBOX_FIGURE[report.kind]])]
+    return [(header, figures[FIGURE_OF[key]]) for key, header in report.columns if key in FIGURE_OF]
+
+
 def report_pdf(report: Report) -> bytes:
     """R4: logo, title, month and options, the chart, the table across pages (headers repeated on
     each page), page numbers; landscape when the table is wide."""
@@ -175,6 +185,7 @@ def report_pdf(report: Report) -> bytes:
         "landscape": len(report.columns) > 8,
         "endpoints": endpoints, "more_endpoints": more_endpoints, "endpoint_limit": PDF_ENDPOINT_LIMIT,
         "options": report.options.describe(),
+        "totals": report_totals_list(report),
     })
     out = io.BytesIO()
     HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf(out)
