@@ -144,6 +144,7 @@ class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Not sent: may no longer see the report"
 
 
 class ReportDelivery(models.Model):
