@@ -17,6 +17,7 @@ PAGES = (
     Page("companies", "Companies", "companies:list"),
     Page("licensing", "Licensing", "licensing:overview"),
     Page("reports", "Reports", "reports:index"),
+    Page("usage", "Usage", "usage:index"),
     Page("my_company", "My Company", "companies:my-company"),
     Page("accounts", "Accounts", "accounts:list"),
     Page("integrations", "Integrations", "integrations:index"),
@@ -33,6 +34,7 @@ def can_open(user: User, page_key: str) -> bool:
         "companies": is_partner,
         "licensing": is_partner and is_admin,
         "reports": True,
+        "usage": True,  # company-level figures: C2/C3 allow them to every role and partner
         "my_company": True,
         "accounts": is_admin,
         "integrations": is_partner and is_admin,  # B1: partner administrators

@@ -11,7 +11,7 @@ import re
 
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from companies.models import Company, CompanyType
@@ -151,3 +151,35 @@ def figure_rows(detail: dict) -> list[dict]:
     return [{"key": key, "label": label, "value": detail["figures"][key],
              "not_enabled": detail["figures"][key] == NOT_ENABLED}
             for key, label in FIGURE_LABELS.items()]
+
+
+HISTORY_FIGURES = ("licensed_endpoints", "endpoint_usage")
+
+CHILDREN_SQL = """
+SELECT c.id, c.name, c.type, COALESCE(sum(u.licensed_endpoints), 0), COALESCE(sum(u.endpoint_usage), 0)
+FROM companies_company c
+LEFT JOIN companies_company d ON d.lineage LIKE c.lineage || '%%'
+LEFT JOIN usage_companymonthusage u ON u.company_id = d.id AND u.month = %s
+WHERE c.parent_id = %s
+GROUP BY c.id, c.name, c.type ORDER BY c.name LIMIT %s
+"""
+
+
+def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTHS) -> list[dict]:
+    """Licensed endpoints and endpoint usage per month, newest first, summed over the subtree when
+    `subtree` (U13). One grouped query."""
+    rows = CompanyMonthUsage.objects.all()
+    rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
+    sums = (rows.values("month").annotate(**{f: Sum(f) for f in HISTORY_FIGURES},
+                                          finalized=Count("pk", filter=Q(finalized_at__isnull=False)))
+            .order_by("-month")[:limit])
+    return [{**row, "finalized": bool(row["finalized"])} for row in sums]
+
+
+def usage_children(*, company: Company, month: dt.date, limit: int = 500) -> list[dict]:
+    """The companies directly below `company`, each with its subtree's licensed endpoints and endpoint
+    usage for the month (U13, "only direct companies"). One query."""
+    with connection.cursor() as cursor:
+        cursor.execute(CHILDREN_SQL, [month, company.pk, limit])
+        return [{"id": pk, "name": name, "type": type_, "licensed_endpoints": licensed, "endpoint_usage": usage}
+                for pk, name, type_, licensed, usage in cursor.fetchall()]
