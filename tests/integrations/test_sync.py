@@ -1,0 +1,343 @@
+"""SPEC B1-B4 against a local ConnectWise API (tests/integrations/fake_connectwise.py): the tests
+assert on what the PSA received."""
+
+import base64
+import datetime as dt
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection as db
+from django.test.utils import CaptureQueriesContext
+
+from companies.models import AuditEvent, PartnerPlan
+from integrations.connectwise import ConnectWiseClient, Credentials, PsaError
+from integrations.models import CompanyMapping, MappingState, PsaAddition, SyncAttempt, SyncOutcome, SyncTrigger
+from integrations.selectors import active_endpoint_counts
+from integrations.services import (
+    addition_description,
+    addition_sync,
+    connection_save,
+    connection_test,
+    mapping_save,
+    partner_plan_set,
+    sync_due,
+)
+from licensing.models import License
+from tests.factories import make_company, make_partner
+from tests.integrations.conftest import AGREEMENT_TYPE, PRODUCT, set_active
+from tests.integrations.fake_connectwise import API
+
+pytestmark = pytest.mark.django_db
+
+
+def _map(b, company, cw_company, *, agreement_type=AGREEMENT_TYPE, product=PRODUCT):
+    return mapping_save(actor=b.admin, company=company, psa_company=cw_company["identifier"],
+                        agreement_type=agreement_type, product_identifier=product)
+
+
+def _client(cw, **overrides) -> ConnectWiseClient:
+    creds = {"site": cw.url, "company_id": cw.company_id, "public_key": cw.public_key,
+             "private_key": cw.private_key, "client_id": cw.client_id, **overrides}
+    return ConnectWiseClient(Credentials(**creds))
+
+
+# --- the client ----------------------------------------------------------------------------------------
+
+def test_B1_client_signs_with_company_plus_public_key_and_client_id(cw):
+    info = _client(cw).system_info()
+    assert info["version"].startswith("v2025")
+    sent = cw.received[-1]
+    assert sent.path == API + "/system/info"
+    token = sent.headers["authorization"].removeprefix("Basic ")
+    assert base64.b64decode(token).decode() == f"{cw.company_id}+{cw.public_key}:{cw.private_key}"
+    assert sent.headers["clientid"] == cw.client_id
+
+    with pytest.raises(PsaError) as error:
+        _client(cw, private_key="wrong").system_info()
+    assert error.value.status == 401
+    assert "Authentication failed" in error.value.answer
+
+
+def test_B1_client_pages_through_long_lists(cw):
+    for i in range(230):
+        cw.add_company(f"c{i:03}")
+    rows = _client(cw).get_all("/company/companies", page_size=100)
+    assert [r["identifier"] for r in rows] == [f"c{i:03}" for i in range(230)]
+    pages = [(r.query["page"], r.query["pageSize"]) for r in cw.calls("GET", "/company/companies")]
+    assert pages == [("1", "100"), ("2", "100"), ("3", "100")]
+
+
+def test_B4_client_honours_retry_after_on_429(cw):
+    cw.fail("GET", "/system/info", 429, retry_after="2")
+    slept: list[float] = []
+    client = ConnectWiseClient(Credentials(cw.url, cw.company_id, cw.public_key, cw.private_key, cw.client_id),
+                               sleep=slept.append)
+    assert client.system_info()["isCloud"] is True
+    assert slept == [2.0]
+    assert len(cw.calls("GET", "/system/info")) == 2
+
+    # a PSA that keeps throttling past the wait budget fails the call, to be retried later
+    cw.fail("GET", "/system/info", 429, retry_after="20", times=3)
+    with pytest.raises(PsaError) as error:
+        ConnectWiseClient(client.credentials, sleep=slept.append, max_wait_seconds=30).system_info()
+    assert error.value.status == 429 and error.value.retryable
+
+
+def test_connection_test_reports_what_the_psa_answered(billing, cw):
+    tested = connection_test(connection=billing.connection)
+    assert tested.last_test_ok is True
+    assert tested.last_test_answer == "ConnectWise answered 200: signed in, version v2025.1.12345."
+    cw.private_key = "rotated-in-the-psa"
+    tested = connection_test(connection=billing.connection)
+    assert tested.last_test_ok is False
+    assert tested.last_test_answer == "ConnectWise answered 401: Authentication failed"
+
+
+# --- B1: mappings --------------------------------------------------------------------------------------
+
+def test_B1_names_match_case_sensitively_and_mismatches_are_reported_per_company(billing, cw):
+    wrong_case = _map(billing, billing.alpha, billing.cw_alpha, agreement_type="managed security")
+    assert wrong_case.state == MappingState.AGREEMENT_NOT_FOUND
+    assert 'Names are case-sensitive: ConnectWise has "Managed Security"' in wrong_case.state_detail
+    # the PSA was asked with the conditions syntax (and answered without regard to case)
+    query = cw.calls("GET", "/finance/agreements")[-1].query
+    assert query["conditions"] == (f'company/id={billing.cw_alpha["id"]} and type/name="managed security" '
+                                   "and cancelledFlag=false")
+
+    product_case = _map(billing, billing.alpha, billing.cw_alpha, product="gz-endpoint")
+    assert product_case.state == MappingState.PRODUCT_NOT_FOUND
+    assert 'ConnectWise has "GZ-ENDPOINT"' in product_case.state_detail
+
+    unknown = _map(billing, billing.beta, {"identifier": "NoSuchCo"})
+    assert unknown.state == MappingState.COMPANY_NOT_FOUND
+    assert 'no company with the identifier "NoSuchCo"' in unknown.state_detail
+
+    cw.add_agreement(billing.cw_beta, AGREEMENT_TYPE, name="Beta second")
+    twice = _map(billing, billing.beta, billing.cw_beta)
+    assert twice.state == MappingState.MULTIPLE_AGREEMENTS
+    assert "has 2 active agreements" in twice.state_detail
+
+    fixed = _map(billing, billing.alpha, billing.cw_alpha)
+    assert fixed.state == MappingState.OK
+    assert (fixed.agreement_ref, fixed.product_ref) == (billing.alpha_agreement["id"], billing.product["id"])
+    # a wrongly mapped company is reported, not silently skipped, when synced
+    set_active(billing.beta, billing.month, 4)
+    attempt = addition_sync(company_id=billing.beta.pk, month=billing.month, trigger=SyncTrigger.MANUAL)
+    assert attempt.outcome == SyncOutcome.NOT_SYNCED and "has 2 active agreements" in attempt.answer
+    assert cw.calls("POST") == []
+
+
+def test_X1_settings_and_mappings_are_audited_without_keys(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    connection_save(actor=billing.admin, partner=billing.partner, site=cw.url, psa_company_id=cw.company_id,
+                    client_id="new-client", public_key="pub-2", private_key="priv-2-secret")
+    events = AuditEvent.objects.filter(company=billing.partner, action__startswith="integration.").order_by("id")
+    assert [e.action for e in events] == ["integration.connection", "integration.mapping", "integration.connection"]
+    assert events[2].before == {"client_id": cw.client_id, "keys": "kept"}
+    assert events[2].after == {"client_id": "new-client", "keys": "replaced"}
+    assert events[1].after["agreement_type"] == AGREEMENT_TYPE
+    dumped = str(list(AuditEvent.objects.values_list("before", "after")))
+    assert "priv-2-secret" not in dumped and cw.private_key not in dumped
+
+
+def test_keys_are_encrypted_at_rest(billing, cw):
+    with db.cursor() as cursor:
+        cursor.execute("SELECT public_key_encrypted, private_key_encrypted FROM integrations_psaconnection "
+                       "WHERE id = %s", [billing.connection.pk])
+        public_raw, private_raw = cursor.fetchone()
+    assert cw.public_key not in public_raw and cw.private_key not in private_raw
+    assert public_raw.startswith("gAAAA") and private_raw.startswith("gAAAA")  # Fernet tokens
+    # and they still sign requests
+    assert connection_test(connection=billing.connection).last_test_ok is True
+
+
+def test_connection_fields_are_validated_by_name(billing):
+    with pytest.raises(ValidationError) as error:
+        connection_save(actor=billing.admin, partner=billing.partner, site="ftp://x", psa_company_id="",
+                        client_id="c", public_key="only-public")
+    assert set(error.value.message_dict) == {"site", "psa_company_id", "private_key"}
+
+
+# --- B2 ------------------------------------------------------------------------------------------------
+
+def test_B2_basic_plan_partner_cannot_enable_and_nothing_is_sent(billing, cw, platform):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 3)
+    platform_admin = billing.admin.__class__.objects.create_user(
+        email="root@example.test", password="x", full_name="Root", company=platform, role="company_admin")
+    partner_plan_set(actor=platform_admin, company=billing.partner, plan=PartnerPlan.BASIC)
+    event = AuditEvent.objects.get(company=billing.partner, action="company.plan")
+    assert (event.before, event.after) == ({"plan": "standard"}, {"plan": "basic"})
+
+    assert sync_due() == []
+    billing.partner.refresh_from_db()
+    assert addition_sync(company_id=billing.alpha.pk, month=billing.month) is None
+    manual = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL)
+    assert manual.outcome == SyncOutcome.NOT_SYNCED and "Basic plan" in manual.answer
+    with pytest.raises(ValidationError, match="not available on the Basic plan"):
+        connection_save(actor=billing.admin, partner=billing.partner, site=cw.url, psa_company_id="x",
+                        client_id="y")
+    assert cw.calls("POST") == [] and cw.calls("PATCH") == []
+    assert not PsaAddition.objects.exists()
+
+
+def test_B2_only_companies_on_a_monthly_subscription_are_synced(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    _map(billing, billing.beta, billing.cw_beta)
+    License.objects.update_or_create(company=billing.beta, defaults={"license_type": "yearly"})
+    set_active(billing.alpha, billing.month, 2)
+    set_active(billing.beta, billing.month, 9)
+    assert sync_due() == [(billing.alpha.pk, billing.month.isoformat())]
+    for company_id, month in sync_due():
+        addition_sync(company_id=company_id, month=dt.date.fromisoformat(month))
+    assert addition_sync(company_id=billing.beta.pk, month=billing.month) is None
+    posts = cw.calls("POST")
+    assert [p.path for p in posts] == [f"{API}/finance/agreements/{billing.alpha_agreement['id']}/additions"]
+    assert cw.additions[billing.beta_agreement["id"]] == []
+
+
+# --- B3 ------------------------------------------------------------------------------------------------
+
+def test_B3_one_addition_per_company_and_month_updated_as_the_count_grows(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    _map(billing, billing.beta, billing.cw_beta)
+    month, start = billing.month, dt.datetime(billing.month.year, billing.month.month, 1, 0, 20, tzinfo=dt.UTC)
+    set_active(billing.alpha, month, 3)
+    set_active(billing.beta, month, 0)
+
+    first = addition_sync(company_id=billing.alpha.pk, month=month, now=start)
+    assert (first.outcome, first.operation, first.quantity, first.http_status) == ("ok", "create", 3, 201)
+    addition_sync(company_id=billing.beta.pk, month=month, now=start)
+    post = cw.calls("POST")[0]
+    assert post.body["quantity"] == 3 and post.body["product"] == {"id": billing.product["id"]}
+    assert post.body["effectiveDate"] == f"{month.isoformat()}T00:00:00Z"
+    assert post.body["billCustomer"] == "Billable"
+
+    set_active(billing.alpha, month, 5)
+    # within four hours of the last push the count waits
+    assert addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=3)) is None
+    update = addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=4))
+    assert (update.operation, update.quantity) == ("update", 5)
+    assert cw.calls("PATCH")[-1].body == [{"op": "replace", "path": "quantity", "value": 5}]
+    # nothing changed: nothing sent
+    assert addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=9)) is None
+
+    alpha_rows = cw.additions[billing.alpha_agreement["id"]]
+    assert [(a["quantity"], a["description"]) for a in alpha_rows] == [
+        (5, addition_description(company=billing.alpha, month=month))]
+    assert [a["quantity"] for a in cw.additions[billing.beta_agreement["id"]]] == [0]
+    assert len(cw.calls("POST")) == 2
+
+    # the next month gets its own addition
+    following = (month + dt.timedelta(days=32)).replace(day=1)
+    set_active(billing.alpha, following, 1)
+    nxt = addition_sync(company_id=billing.alpha.pk, month=following,
+                        now=dt.datetime(following.year, following.month, 1, 1, tzinfo=dt.UTC))
+    assert nxt.operation == "create"
+    assert sorted(a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]) == [1, 5]
+
+
+def test_B3_count_is_endpoints_with_a_heartbeat_in_the_month(billing, cw):
+    from tests.usage.fleet import Machine
+    from usage.rollups import usage_company_rollup
+
+    month = billing.month
+    in_month = dt.datetime(month.year, month.month, 1, 8, tzinfo=dt.UTC)
+    before = in_month - dt.timedelta(days=3)
+    Machine(billing.alpha).beat(in_month).beat(in_month + dt.timedelta(hours=1))
+    Machine(billing.alpha).beat(in_month)
+    Machine(billing.alpha).beat(before)  # active last month only
+    Machine(billing.alpha, seat=False).beat(in_month)  # connected without a seat: still active
+    # a partner billed for its whole subtree
+    sub = make_partner(parent=billing.partner, name="Sub MSP")
+    sub_customer = make_company(parent=sub, name="Sub Customer")
+    Machine(sub_customer).beat(in_month)
+    Machine(sub).beat(in_month)
+    for company in (billing.alpha, sub, sub_customer):
+        usage_company_rollup(company_id=company.pk, months=[month])
+    assert active_endpoint_counts(company_ids=[billing.alpha.pk, sub.pk, billing.beta.pk], month=month) == {
+        billing.alpha.pk: 3, sub.pk: 2, billing.beta.pk: 0}
+    _map(billing, billing.alpha, billing.cw_alpha)
+    addition_sync(company_id=billing.alpha.pk, month=month)
+    assert cw.calls("POST")[0].body["quantity"] == 3
+
+
+def test_B3_sync_due_takes_mapped_companies_and_closes_the_previous_month(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    _map(billing, billing.beta, {"identifier": "Nope"})  # not found: waits for the partner, not retried
+    month = billing.month
+    previous = (month - dt.timedelta(days=1)).replace(day=1)
+    last_push = dt.datetime(previous.year, previous.month, 28, tzinfo=dt.UTC)
+    PsaAddition.objects.create(company=billing.alpha, month=previous, agreement_ref=billing.alpha_agreement["id"],
+                               addition_ref=1, quantity=4, synced_at=last_push)
+    assert sorted(sync_due()) == sorted([(billing.alpha.pk, month.isoformat()),
+                                         (billing.alpha.pk, previous.isoformat())])
+
+
+def test_query_counts_stay_flat(billing, cw):
+    from integrations.selectors import integration_page
+
+    def count():
+        with CaptureQueriesContext(db) as ctx:
+            integration_page(partner=billing.partner, month=billing.month)
+            sync_due()
+        return len(ctx.captured_queries)
+
+    _map(billing, billing.alpha, billing.cw_alpha)
+    few = count()
+    for i in range(8):
+        company = make_company(parent=billing.partner, name=f"Extra {i}")
+        CompanyMapping.objects.create(connection=billing.connection, company=company, psa_company="x",
+                                      agreement_type="y", product_identifier="z")
+        SyncAttempt.objects.create(connection=billing.connection, company=company, month=billing.month,
+                                   outcome=SyncOutcome.OK)
+    assert count() == few
+
+
+# --- B4 ------------------------------------------------------------------------------------------------
+
+def test_B4_lost_answer_then_retry_updates_instead_of_duplicating(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 6)
+    cw.fail("POST", "/finance/agreements", 500, after_effect=True)  # created, but the answer is a 500
+    failed = addition_sync(company_id=billing.alpha.pk, month=billing.month)
+    assert (failed.outcome, failed.http_status, failed.retryable) == ("failed", 500, True)
+    assert "ConnectWise answered 500" in failed.answer
+    assert len(cw.additions[billing.alpha_agreement["id"]]) == 1
+
+    retried = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.RETRY)
+    assert retried.outcome == "ok" and retried.operation == "unchanged"
+    assert len(cw.calls("POST")) == 1
+    set_active(billing.alpha, billing.month, 8)
+    again = addition_sync(company_id=billing.alpha.pk, month=billing.month, force=True)
+    assert again.operation == "update"
+    assert [a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]] == [8]
+    assert list(SyncAttempt.objects.filter(company=billing.alpha).order_by("id")
+                .values_list("outcome", "trigger", "quantity")) == [
+        ("failed", "schedule", 6), ("ok", "retry", 6), ("ok", "schedule", 8)]
+
+
+def test_B4_429_retry_after_honoured_in_a_sync(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 2)
+    cw.fail("POST", "/finance/agreements", 429, retry_after="1")
+    started = time.monotonic()
+    attempt = addition_sync(company_id=billing.alpha.pk, month=billing.month)
+    assert time.monotonic() - started >= 1.0
+    assert attempt.outcome == "ok"
+    assert len(cw.calls("POST")) == 2
+    assert len(cw.additions[billing.alpha_agreement["id"]]) == 1
+
+
+def test_B4_4xx_and_network_failures_are_logged_and_retryable(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 2)
+    cw.fail("POST", "/finance/agreements", 400)
+    bad = addition_sync(company_id=billing.alpha.pk, month=billing.month)
+    assert (bad.outcome, bad.http_status, bad.retryable) == ("failed", 400, True)
+    billing.connection.site = "http://127.0.0.1:9"  # nothing listens there
+    billing.connection.save()
+    down = addition_sync(company_id=billing.alpha.pk, month=billing.month)
+    assert down.outcome == "failed" and down.http_status is None and "could not be reached" in down.answer
+    assert not PsaAddition.objects.get(company=billing.alpha).addition_ref
