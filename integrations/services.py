@@ -153,8 +153,9 @@ def partner_plan_set(*, actor: User, company: Company, plan: str) -> Company:
         raise ValidationError({"plan": "Only partners have a plan."})
     company = Company.objects.select_for_update().get(pk=company.pk)
     before = {"plan": company.plan}
+    # an UPDATE, not save(): a tenant model refuses save() while a request sits in another schema
+    Company.objects.filter(pk=company.pk).update(plan=plan)
     company.plan = plan
-    company.save(update_fields=["plan"])
     audit_record(actor=actor, company=company, action="company.plan", obj=company, before=before,
                  after={"plan": plan})
     return company
