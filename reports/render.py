@@ -16,6 +16,9 @@ from django.template.loader import render_to_string
 from .builder import Report
 
 PDF_ENDPOINT_LIMIT = 2000  # the PDF lists at most this many endpoints; the CSV lists them all
+# the PDF keeps the endpoint's own columns and lists its modules and add-ons in one cell: thirty
+# Yes/No columns do not fit a page; the CSV keeps one column per module and add-on (R3)
+PDF_FIXED_COLUMNS = 6
 PALETTE = ["#1f6feb", "#d97706", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#db2777", "#4b5563"]
 
 
@@ -176,13 +179,16 @@ def report_pdf(report: Report) -> bytes:
             if len(endpoints) == PDF_ENDPOINT_LIMIT:
                 more_endpoints = True
                 break
-            endpoints.append([endpoint[key] for key, _ in report.endpoint_columns])
+            endpoints.append([endpoint[key] for key, _ in report.endpoint_columns[:PDF_FIXED_COLUMNS]] + [
+                ", ".join(header for key, header in report.endpoint_columns[PDF_FIXED_COLUMNS:]
+                          if endpoint[key] == "Yes")])
     html = render_to_string("reports/pdf.html", {
         "report": report,
         "logo": report_logo_data_uri(report.company),
         "chart": "data:image/svg+xml;base64," + base64.b64encode(report_chart_svg(report).encode()).decode(),
         "rows": [[row[key] for key, _ in report.columns] for row in report.rows] if report.show_company_rows else [],
         "landscape": len(report.columns) > 8,
+        "endpoint_headers": [h for _, h in report.endpoint_columns[:PDF_FIXED_COLUMNS]] + ["Modules and add-ons"],
         "endpoints": endpoints, "more_endpoints": more_endpoints, "endpoint_limit": PDF_ENDPOINT_LIMIT,
         "options": report.options.describe(),
         "totals": report_totals_list(report),
