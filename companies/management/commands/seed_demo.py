@@ -1,7 +1,10 @@
 """Load the demo tree and one user per role; safe to run again (nothing is duplicated)."""
 
+import datetime as dt
+
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from companies.models import Company, CompanyType, Role, User
 from companies.services import company_create, platform_ensure, user_create
@@ -70,7 +73,26 @@ class Command(BaseCommand):
                             role=role, password=DEMO_PASSWORD, is_staff=company_name is None)
         if created:
             self._licensing(by_name)
+        self._telemetry(by_name)
         self.stdout.write(f"Demo data ready ({created} companies created).")
+
+    # (company, endpoints): companies with a reservation of their own or under Fabrikam and Litware,
+    # so the demo fleet leaves Contoso's shared pool as the licensing walkthrough expects it
+    FLEET = (("Adatum Dental", 12), ("Coho Winery", 6), ("Tailspin Toys", 5))
+    FLEET_DAYS = 35
+
+    def _telemetry(self, by_name):
+        """Endpoints and heartbeats for the demo customers, through the agent API's own services (no
+        server runs yet), then rolled up, so a new user sees real usage for this month and the last.
+        Idempotent: the same machines and heartbeat ids each run (T4, T7); a later run adds the days
+        since."""
+        from usage.management.commands.simulate_fleet import LocalTransport, fleet_simulate
+
+        now = timezone.now()
+        transport = LocalTransport(registered_at=now - dt.timedelta(days=self.FLEET_DAYS))
+        for name, endpoints in self.FLEET:
+            fleet_simulate(companies=[by_name[name]], endpoints=endpoints, days=self.FLEET_DAYS, per_day=4,
+                           transport=transport, threads=1, now=now, progress=False)
 
     def _licensing(self, by_name):
         """Seats and products for the demo tree, through the licensing services."""
