@@ -21,7 +21,7 @@ class FiredAtTask(Task):
 
 @shared_task(name="reports.schedule_due", base=FiredAtTask, bind=True, acks_late=True,
              autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
-def schedule_due(self, schedule_id: int, fired_at: str | None = None) -> int | None:
+def schedule_due(self, schedule_id: int, fired_at: str | None = None) -> dict | None:
     from django.utils import timezone
 
     from .delivery import schedule_run_due
@@ -30,8 +30,8 @@ def schedule_due(self, schedule_id: int, fired_at: str | None = None) -> int | N
     run = schedule_run_due(schedule_id=schedule_id, fired_at=when)
     if run is None:
         return None
-    run_deliver.delay(run.pk)
-    return run.pk
+    sending = run_deliver.delay(run.pk)
+    return {"run": run.pk, "month": run.month.isoformat(), "deliver_task": sending.id}
 
 
 @shared_task(name="reports.run_deliver", bind=True, acks_late=True, max_retries=None)
