@@ -1,0 +1,213 @@
+"""Rollup cost and telemetry storage (ARCHITECTURE.md, Telemetry path).
+
+Creates BENCH_ROLLUP_COMPANIES companies (default 40; the issue's target run is 1,000) and COPYs
+BENCH_ROLLUP_HEARTBEATS heartbeats (default 200,000; target 1,000,000) into their schemas, spread
+over the current month so far, with licensed seats. Then it times:
+
+- the baseline: ONE hand-written SQL aggregate over the same rows (per company: endpoints, endpoints
+  with antimalware, with Patch Management, with EDR, VDI seconds), the least any rollup could do;
+- the product's rollup: usage_company_rollup for every company, one after the other (heartbeats ->
+  endpoint-day -> endpoint-month -> company-month, the rows marked rolled up), as one worker would.
+
+It prints both as a ratio (target: rollup within 3x of the aggregate), checks that both count the
+same, and prints the bytes of stored telemetry per endpoint per month: raw heartbeats (kept for the
+open month plus the 35-day late window) and the lasting endpoint-day and endpoint-month rows.
+"""
+
+import datetime as dt
+import io
+import os
+import random
+import time
+import uuid
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from tqdm import tqdm
+
+from companies.models import Company, CompanyType
+from companies.services import company_create
+from licensing.entitlements import entitlements_set
+from licensing.models import SeatAssignment, SeatState
+from licensing.seats import pool_of
+from usage.models import CompanyMonthUsage
+from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
+from usage.rollups import month_start, usage_company_rollup
+
+COMPANIES = int(os.environ.get("BENCH_ROLLUP_COMPANIES", "40"))
+HEARTBEATS = int(os.environ.get("BENCH_ROLLUP_HEARTBEATS", "200000"))
+ENDPOINTS = int(os.environ.get("BENCH_ROLLUP_ENDPOINTS", "25"))  # per company
+HEARTBEAT_INTERVAL_MINUTES = 15  # the agent's default cadence, for the storage projection
+NAME = "Rollup bench"
+
+COPY_SQL = ('COPY "{schema}".telemetry_heartbeat (id, endpoint_id, observed_at, received_at, os_family, os_type, '
+            "machine_type, container_host, modules, scan_mode, uptime_seconds, xdr_sensors, rolled_up) FROM STDIN")
+BIT_AM, BIT_PM, BIT_EDR = MODULE_BITS["antimalware"], MODULE_BITS["patch_management"], MODULE_BITS["edr"]
+# one aggregate over every schema's raw rows: per endpoint first, then per company
+BASELINE_SQL = """
+SELECT company, count(*), count(*) FILTER (WHERE modules & {am} <> 0), count(*) FILTER (WHERE modules & {pm} <> 0),
+       count(*) FILTER (WHERE modules & {edr} <> 0), COALESCE(sum(uptime) FILTER (WHERE vdi), 0)
+FROM ({per_endpoint}) e GROUP BY company
+"""
+PER_ENDPOINT_SQL = """
+SELECT {company} AS company, endpoint_id, bit_or(modules) AS modules, sum(uptime_seconds) AS uptime,
+       bool_or(machine_type = 'virtual' AND os_type = 'workstation' AND os_family <> 'linux' AND scan_mode = {central})
+           AS vdi
+FROM "{schema}".telemetry_heartbeat GROUP BY endpoint_id
+"""
+SIZE_SQL = "SELECT sum(pg_total_relation_size(%s::regclass))"
+
+
+def _drop_schemas(names: list[str]) -> None:
+    with connection.cursor() as cursor:
+        for name in names:
+            cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def _remove_earlier_runs() -> None:
+    leftovers = Company.objects.filter(name__startswith=NAME)
+    _drop_schemas(list(leftovers.values_list("schema_name", flat=True)))
+    leftovers.delete()
+
+
+PROFILES = [("windows", "workstation", "physical"), ("linux", "server", "virtual"),
+            ("windows", "workstation", "virtual"), ("windows", "server", "physical")]
+
+
+def _fill(company: Company, per_company: int, start: dt.datetime, end: dt.datetime, rng: random.Random) -> int:
+    """ENDPOINTS endpoints with seats, and `per_company` heartbeats COPYed in; returns rows written."""
+    endpoints = []
+    for _ in range(ENDPOINTS):
+        os_family, os_type, machine_type = rng.choice(PROFILES)
+        modules = BIT_AM | MODULE_BITS["firewall"]
+        for key, chance in (("patch_management", 0.5), ("edr", 0.4), ("hyperdetect", 0.3)):
+            if rng.random() < chance:
+                modules |= MODULE_BITS[key]
+        endpoints.append((uuid.uuid4(), os_family, os_type, machine_type, modules,
+                          SCAN_MODES["central" if machine_type == "virtual" else "local"]))
+    pool = pool_of(company)
+    SeatAssignment.objects.bulk_create([
+        SeatAssignment(company=company, endpoint_id=e[0], pool=pool, state=SeatState.LICENSED, first_seen_at=start,
+                       licensed_at=start - dt.timedelta(days=1)) for e in endpoints])
+    span = (end - start).total_seconds()
+    received = timezone.now().isoformat()
+    lines = []
+    for n in range(per_company):
+        endpoint_id, os_family, os_type, machine_type, modules, scan = endpoints[n % ENDPOINTS]
+        observed = (start + dt.timedelta(seconds=rng.random() * span)).isoformat()
+        # a module is sometimes missing from a heartbeat: the month's union must still find it
+        mask = modules if rng.random() < 0.9 else BIT_AM
+        sensors = XDR_SENSOR_BITS["network"] if n % 50 == 0 else 0
+        lines.append(f"{uuid.uuid4()}\t{endpoint_id}\t{observed}\t{received}\t{os_family}\t{os_type}\t"
+                     f"{machine_type}\tf\t{mask}\t{scan}\t900\t{sensors}\tf\n")
+    with connection.cursor() as cursor:
+        cursor.cursor.copy_expert(COPY_SQL.format(schema=company.schema_name), io.StringIO("".join(lines)))
+    return per_company
+
+
+def _baseline(companies: list[Company]) -> tuple[float, dict[int, tuple]]:
+    union = " UNION ALL ".join(PER_ENDPOINT_SQL.format(company=c.pk, schema=c.schema_name,
+                                                       central=SCAN_MODES["central"]) for c in companies)
+    sql = BASELINE_SQL.format(am=BIT_AM, pm=BIT_PM, edr=BIT_EDR, per_endpoint=union)
+    with connection.cursor() as cursor:
+        started = time.perf_counter()
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+        seconds = time.perf_counter() - started
+    return seconds, {row[0]: row[1:] for row in rows}
+
+
+def _sizes(companies: list[Company]) -> dict[str, tuple[int, int]]:
+    """Table -> (bytes with indexes, rows), over every bench schema."""
+    sizes = {}
+    with connection.cursor() as cursor:
+        for table in ("telemetry_heartbeat", "telemetry_endpointday", "telemetry_endpointmonth"):
+            total_bytes = total_rows = 0
+            for company in companies:
+                name = f'"{company.schema_name}".{table}'
+                cursor.execute(f"VACUUM ANALYZE {name}")
+                cursor.execute(SIZE_SQL, [name])
+                total_bytes += int(cursor.fetchone()[0])
+                cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608 - our own schema names
+                total_rows += cursor.fetchone()[0]
+            sizes[table] = (total_bytes, total_rows)
+    return sizes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rollup_against_hand_written_aggregate(platform, stopwatch):
+    _remove_earlier_runs()
+    rng = random.Random(5)  # noqa: S311 - test data
+    now = timezone.now()
+    month = month_start(now)
+    start = dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
+    end = max(now, start + dt.timedelta(hours=1))
+    companies: list[Company] = []
+    try:
+        for i in tqdm(range(COMPANIES), desc="companies", unit="co"):
+            company = company_create(parent=platform, name=f"{NAME} {i}", type=CompanyType.CUSTOMER)
+            companies.append(company)
+            entitlements_set(actor=None, company=company, purpose="own",
+                             keys={"endpoint_security", "a_la_carte", "patch_management", "edr"})
+        per_company = max(ENDPOINTS, HEARTBEATS // COMPANIES)
+        with stopwatch.measure("load"):
+            rows = sum(_fill(c, per_company, start, end, rng)
+                       for c in tqdm(companies, desc="COPY heartbeats", unit="co"))
+        with connection.cursor() as cursor:
+            for company in companies:
+                cursor.execute(f'ANALYZE "{company.schema_name}".telemetry_heartbeat')
+
+        cold_seconds, expected = _baseline(companies)
+        warm_seconds, _ = _baseline(companies)
+        baseline = min(cold_seconds, warm_seconds)
+        with stopwatch.measure("rollup"):
+            for company in tqdm(companies, desc="rollup", unit="co"):
+                usage_company_rollup(company_id=company.pk, months=[month])
+        with stopwatch.measure("rerun"):  # nothing pending: the incremental path
+            for company in companies:
+                usage_company_rollup(company_id=company.pk)
+
+        figures = {row.company_id: row for row in CompanyMonthUsage.objects.filter(company__in=companies,
+                                                                                    month=month)}
+        for company in companies:
+            endpoints, antimalware, patch, edr, _vdi_seconds = expected[company.pk]
+            row = figures[company.pk]
+            assert (row.active_endpoints, row.licensed_endpoints, row.patch_management, row.edr) == \
+                (endpoints, endpoints, patch, edr)
+            assert row.endpoint_usage == antimalware  # SVE and containers not enabled: no deduction
+        sizes = _sizes(companies)
+    finally:
+        _drop_schemas([c.schema_name for c in companies])
+        Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
+
+    rollup = stopwatch.figures["rollup"]
+    endpoints_total = COMPANIES * ENDPOINTS
+    hb_bytes, hb_rows = sizes["telemetry_heartbeat"]
+    day_bytes, day_rows = sizes["telemetry_endpointday"]
+    month_bytes, month_rows = sizes["telemetry_endpointmonth"]
+    per_heartbeat = hb_bytes / hb_rows
+    per_day_row = day_bytes / day_rows
+    per_month_row = month_bytes / month_rows
+    beats_per_month = 30 * 24 * 60 // HEARTBEAT_INTERVAL_MINUTES
+    raw_month = per_heartbeat * beats_per_month
+    lasting_month = per_day_row * 30 + per_month_row
+    stopwatch.report("Rollup (heartbeats -> endpoint-day -> endpoint-month -> company-month)", [
+        ("setup", f"{COMPANIES} companies, {endpoints_total} endpoints, {rows:,} heartbeats, "
+                  f"{os.cpu_count()} cores, one worker"),
+        ("hand-written aggregate (baseline)", f"{baseline:.2f} s  (1.00x; cold {cold_seconds:.2f} s)"),
+        ("product rollup", f"{rollup:.2f} s  ({rollup / baseline:.2f}x of the aggregate; target <= 3x)"),
+        ("rollup throughput", f"{rows / rollup:,.0f} heartbeats/s, {COMPANIES / rollup:.1f} companies/s"),
+        ("rerun with nothing pending", f"{stopwatch.figures['rerun']:.2f} s"),
+    ])
+    stopwatch.report("Stored telemetry (tables with their indexes)", [
+        ("raw heartbeat", f"{per_heartbeat:.0f} bytes/row ({hb_rows:,} rows, {hb_bytes / 2**20:.1f} MiB)"),
+        ("endpoint-day", f"{per_day_row:.0f} bytes/row ({day_rows:,} rows)"),
+        ("endpoint-month", f"{per_month_row:.0f} bytes/row ({month_rows:,} rows)"),
+        ("raw, per endpoint per month", f"{raw_month / 1024:,.0f} KiB at one heartbeat every "
+                                        f"{HEARTBEAT_INTERVAL_MINUTES} min ({beats_per_month:,} heartbeats); "
+                                        "kept for the open month + 35 days"),
+        ("raw, this run", f"{hb_bytes / endpoints_total / 1024:,.1f} KiB per endpoint "
+                          f"({hb_rows / endpoints_total:,.0f} heartbeats each)"),
+        ("lasting, per endpoint per month", f"{lasting_month / 1024:.1f} KiB (30 endpoint-days + 1 endpoint-month)"),
+    ])
