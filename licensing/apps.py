@@ -9,9 +9,10 @@ class LicensingConfig(AppConfig):
 
         from .entitlements import entitlement_move_check
         from .seats import seat_after_move, seat_move_check, seats_expire_company, seats_revive_company
+        from .subscriptions import subscription_move_check
 
-        # H5: a change of partner checks products and seats, then moves the seats along
-        company_services.MOVE_CHECKS.extend([entitlement_move_check, seat_move_check])
+        # H5: a change of partner checks products, seats and end dates (S2), then moves the seats along
+        company_services.MOVE_CHECKS.extend([entitlement_move_check, seat_move_check, subscription_move_check])
         company_services.MOVE_HOOKS.append(seat_after_move)
         # H4/T5: suspension expires the company's endpoints; reactivation brings them back as trials
         company_services.STATUS_HOOKS.append(

@@ -91,6 +91,27 @@ def _children_beyond(*, company: Company, end_date: dt.date | None,
                      if end > binding and not any(o != lineage and lineage.startswith(o) for o in lineages)]
 
 
+def subscription_move_check(company: Company, new_parent: Company) -> str | None:
+    """H5 with S2: a company (or a company below it) whose own end date is later than the new
+    partner's effective end date may move there only when that date renews automatically."""
+    binding, owner, renews = _binding_end_date(new_parent)
+    if binding is None or renews:
+        return None
+    dated = list(License.objects.filter(company__lineage__startswith=company.lineage, end_date__isnull=False)
+                 .order_by("company__lineage").values_list("company__lineage", "company__name", "end_date"))
+    lineages = [lineage for lineage, _name, _end in dated]
+    # only the nearest dated companies count: deeper ones are held to those (S2)
+    beyond = [(name, end) for lineage, name, end in dated
+              if end > binding and not any(o != lineage and lineage.startswith(o) for o in lineages)]
+    if not beyond:
+        return None
+    listed = ", ".join(f"{name} ({end.isoformat()})" for name, end in beyond[:5])
+    more = f" and {len(beyond) - 5} more" if len(beyond) > 5 else ""
+    inherited = f" (inherited from {owner.name})" if owner.pk != new_parent.pk else ""
+    return (f"{new_parent.name} ends on {binding.isoformat()}{inherited} without auto-renewal, before "
+            f"{listed}{more} (S2).")
+
+
 @transaction.atomic
 def subscription_set(*, actor: User | None, company: Company, end_date: dt.date | None, auto_renew: bool,
                      renew_months: int = 12, minimum_usage: int | None = None) -> License:

@@ -1,0 +1,141 @@
+"""Issue 4's "Done when" items that the rule-by-rule files left open: the clock moved across month
+and year ends for installs over the agent API (L4, T1), the exact 50-against-20 race for nested
+pools (L5), and a change of partner that would break S2 (H5)."""
+
+import datetime as dt
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connections
+from freezegun import freeze_time
+
+from companies.models import Company, CompanyStatus
+from companies.services import company_move
+from licensing.models import SeatAssignment, SeatState
+from licensing.seats import license_of, pool_of, reservation_set, seat_assign
+from licensing.subscriptions import licensing_daily, subscription_set
+from tests.factories import make_company, make_partner
+from usage.agent import install_token_for
+
+REGISTER = "/api/agent/v1/register"
+HEARTBEATS = "/api/agent/v1/heartbeats"
+
+
+def _register(client, company):
+    body = {"hardware_id": f"hw-{uuid.uuid4()}", "hostname": "pc", "os_family": "windows",
+            "os_type": "workstation", "machine_type": "physical"}
+    response = client.post(REGISTER, data=json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {install_token_for(company=company).token}")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _seat_answer(client, agent_token):
+    response = client.post(HEARTBEATS, data=json.dumps({"heartbeats": []}), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {agent_token}")
+    assert response.status_code == 200, response.content
+    return response.json()["seat"]
+
+
+@pytest.mark.django_db
+def test_L4_T1_trial_end_follows_the_clock_across_month_and_year_ends(client, platform):
+    """Registrations under a moving clock (no date handed in): the trial runs to the end of the
+    month after the install, the last second of a year and the first of the next differ by a
+    month, and the daily run expires each trial the day after its last day."""
+    customer = make_company(parent=platform, name="Clockwork")
+    reservation_set(actor=None, company=customer, seats=0)
+    answers = {}
+    for moment in ("2026-11-30 23:59:59", "2026-12-01 00:00:00", "2026-12-31 23:59:59", "2027-01-01 00:00:00",
+                   "2027-01-31 12:00:00"):
+        with freeze_time(moment):
+            answers[moment] = _register(client, customer)
+    assert {moment: answer["seat"] for moment, answer in answers.items()} == {
+        "2026-11-30 23:59:59": {"state": "trial", "trial_ends_at": "2026-12-31"},
+        "2026-12-01 00:00:00": {"state": "trial", "trial_ends_at": "2027-01-31"},
+        "2026-12-31 23:59:59": {"state": "trial", "trial_ends_at": "2027-01-31"},
+        "2027-01-01 00:00:00": {"state": "trial", "trial_ends_at": "2027-02-28"},
+        "2027-01-31 12:00:00": {"state": "trial", "trial_ends_at": "2027-02-28"},
+    }
+
+    def daily(day):
+        with freeze_time(f"{day} 00:15:00"):
+            return licensing_daily()["trials_expired"]
+
+    assert daily("2026-12-31") == 0  # the last day of the first trial is still covered
+    assert daily("2027-01-01") == 1  # the day after: expired (T5)
+    with freeze_time("2027-01-01 00:20:00"):
+        assert _seat_answer(client, answers["2026-11-30 23:59:59"]["agent_token"]) == {
+            "state": "expired", "trial_ends_at": None}
+        assert _seat_answer(client, answers["2026-12-01 00:00:00"]["agent_token"])["state"] == "trial"
+    assert daily("2027-01-31") == 0
+    assert daily("2027-02-01") == 2
+    assert daily("2027-02-28") == 0  # February's last day, in a common year
+    assert daily("2027-03-01") == 2
+    assert daily("2027-03-02") == 0
+    assert set(SeatAssignment.objects.filter(company=customer).values_list("state", flat=True)) == {"expired"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_L5_fifty_parallel_registrations_against_twenty_free_seats_of_a_nested_pool(platform):
+    """The pool of 20 free seats is a partner's reservation, less a reservation carved out below
+    it; the 50 installs come from companies two levels down that share it, each thread on its own
+    connection, released together."""
+    msp = make_partner(parent=platform, name="Nested MSP")
+    reservation_set(actor=None, company=msp, seats=32)
+    carved = make_company(parent=msp, name="Carved")
+    reservation_set(actor=None, company=carved, seats=12)  # 20 seats left to share
+    reseller = make_partner(parent=msp, name="Sub reseller")  # no reservation: shares the MSP's pool
+    sharing = [make_company(parent=reseller, name=f"Shop {i}") for i in range(5)]
+    barrier = threading.Barrier(50)
+
+    def register(i):
+        try:
+            barrier.wait(timeout=30)
+            return seat_assign(company=sharing[i % len(sharing)], endpoint_id=uuid.uuid4()).state
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=50) as executor:
+        results = list(executor.map(register, range(50)))
+    assert (results.count(SeatState.LICENSED), results.count(SeatState.TRIAL)) == (20, 30)
+    pool = pool_of(sharing[0])
+    assert pool.owner_id == msp.pk
+    licensed = SeatAssignment.objects.filter(pool=pool, state=SeatState.LICENSED).count()
+    assert (pool.capacity, pool.carved, pool.used) == (32, 12, licensed) == (32, 12, 20)
+    assert SeatAssignment.objects.filter(pool=pool, state=SeatState.TRIAL).count() == 30
+    assert pool_of(carved).used == 0  # the carved reservation lent nothing
+
+
+@pytest.mark.django_db
+def test_H5_S2_move_refused_when_the_new_partner_ends_earlier_without_auto_renewal(platform):
+    ending = make_partner(parent=platform, name="Ending MSP")
+    subscription_set(actor=None, company=ending, end_date=dt.date(2027, 6, 30), auto_renew=False)
+    renewing = make_partner(parent=platform, name="Renewing MSP")
+    subscription_set(actor=None, company=renewing, end_date=dt.date(2027, 3, 31), auto_renew=True)
+    # a company with its own later end date, allowed under a renewing partner (S2)
+    late = make_company(parent=renewing, name="Late Co")
+    subscription_set(actor=None, company=late, end_date=dt.date(2027, 12, 31), auto_renew=False)
+    with pytest.raises(ValidationError) as refused:
+        company_move(company=late, new_parent=ending)
+    message = " ".join(refused.value.messages)
+    assert "Ending MSP" in message and "2027-06-30" in message and "Late Co (2027-12-31)" in message
+    assert Company.objects.get(pk=late.pk).parent_id == renewing.pk
+    # the same for a later date further down a moving subtree
+    sub = make_partner(parent=renewing, name="Sub")
+    deep = make_company(parent=sub, name="Deep Co")
+    subscription_set(actor=None, company=deep, end_date=dt.date(2028, 1, 31), auto_renew=False)
+    with pytest.raises(ValidationError, match=r"Deep Co \(2028-01-31\)"):
+        company_move(company=sub, new_parent=ending)
+    # a date within the new partner's, or a new partner that renews, is fine
+    early = make_company(parent=renewing, name="Early Co")
+    subscription_set(actor=None, company=early, end_date=dt.date(2027, 5, 31), auto_renew=False)
+    company_move(company=early, new_parent=ending)
+    subscription_set(actor=None, company=ending, end_date=dt.date(2027, 6, 30), auto_renew=True)
+    company_move(company=late, new_parent=ending)
+    company_move(company=sub, new_parent=ending)
+    assert license_of(late).end_date == dt.date(2027, 12, 31)
+    assert Company.objects.get(pk=late.pk).status == CompanyStatus.ACTIVE
