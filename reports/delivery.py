@@ -191,11 +191,12 @@ class ReportEmail(EmailMultiAlternatives):
 
 
 def company_logo_part(company: Company) -> MIMEImage:
-    """H2: the company's logo, or the platform's default logo when it has none."""
-    if company.logo:
-        with company.logo.open("rb") as logo:
+    """H2: the company's logo, else the platform's, else GZ Console's default (as in the PDF)."""
+    owner = company if company.logo else Company.objects.filter(parent__isnull=True).exclude(logo="").first()
+    if owner is not None and owner.logo:
+        with owner.logo.open("rb") as logo:
             content = logo.read()
-        name = Path(company.logo.name).name
+        name = Path(owner.logo.name).name
     else:
         path = finders.find("img/default-logo.svg")
         content = Path(path).read_bytes()

@@ -360,3 +360,20 @@ def test_R5_queries_stay_flat_as_recipients_grow(platform, smtp, media):
     assert ReportFile.objects.count() == 2  # one file per run: all recipients are of one company
     per_extra_email = (counts[1] - counts[0]) / (len(many) - len(few))
     assert per_extra_email <= 6, counts
+
+
+def test_R5_H2_email_carries_the_company_own_logo(platform, smtp, media):
+    import io
+
+    from django.core.files.base import ContentFile
+    from PIL import Image
+
+    tree = build(platform)
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    tree.a.logo.save("a.png", ContentFile(buffer.getvalue()), save=True)
+    _send(actor=tree.p_admin, company=tree.a, recipients=[tree.p_admin])
+    message = smtp.to("admin@p.test")[0]
+    logo = next(part for part in message.walk() if part.get("Content-ID") == f"<{LOGO_CID}>")
+    assert logo.get_content_type() == "image/png"
+    assert logo.get_content() == buffer.getvalue()
