@@ -98,7 +98,8 @@ API_SCOPES: dict[str, tuple[str, ...]] = {
     "companies": (ApiKeyScope.COMPANIES,),
     "network": (ApiKeyScope.COMPANIES,),
     "packages": (ApiKeyScope.COMPANIES,),
-    "licensing": (ApiKeyScope.LICENSING,),
+    # the usage scope opens the usage figures (getMonthlyUsage*), not the subscriptions
+    "licensing": (ApiKeyScope.LICENSING, ApiKeyScope.USAGE),
     "reports": (ApiKeyScope.REPORTS,),
 }
 
