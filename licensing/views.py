@@ -5,7 +5,7 @@ from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import redirect, render
 
-from companies.access import can_manage_company
+from companies.access import can_manage_company, in_subtree
 from companies.company_forms import apply_service_errors
 from companies.selectors import access_company, company_path_for, company_subtree
 from companies.views import PageView
@@ -48,13 +48,16 @@ class LicensingOverviewView(PageView):
     def get(self, request):
         companies = (company_subtree(company=request.user.company, include_self=False)
                      .select_related("license")
-                     .annotate(seats_in_use=Count("seat_assignments", filter=Q(seat_assignments__state=SeatState.LICENSED)),
+                     .annotate(seats_in_use=Count("seat_assignments",
+                                                  filter=Q(seat_assignments__state=SeatState.LICENSED)),
                                trials=Count("seat_assignments", filter=Q(seat_assignments__state=SeatState.TRIAL)))
                      .order_by("lineage"))
         page = Paginator(companies, 50).get_page(request.GET.get("page"))
         own = licensing_summary(company=request.user.company)
-        return render(request, "licensing/overview.html", {"page": page, "own": own,
-                                                           "company": request.user.company})
+        return render(request, "licensing/overview.html", {
+            "page": page, "own": own, "company": request.user.company,
+            # C6: a pool owned above the viewer (its partner, the platform) is neither named nor counted
+            "own_pool_in_view": in_subtree(request.user.company, own["pool_owner"])})
 
 
 class CompanyLicensingView(PageView):
@@ -106,6 +109,7 @@ class CompanyLicensingView(PageView):
         summary = licensing_summary(company=company)
         return render(request, "licensing/company.html", {
             "company": company, "editable": editable, "form": form, **summary,
+            "pool_in_view": in_subtree(request.user.company, summary["pool_owner"]),
             "path": company_path_for(company=company, viewer=request.user.company),
             "catalogue": catalogue_for_page(allowed=summary["parent_resell"]),
             "selected": {
