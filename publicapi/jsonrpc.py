@@ -327,6 +327,40 @@ def _handle(request: HttpRequest, version: str, api: str, seen: dict) -> Any:
     return _call(method, context, params)
 
 
+def _report_file(request: HttpRequest, file_id: int, fmt: str):
+    from reports.delivery import access_report_file
+
+    from .methods.reports import key_user
+
+    key = _authenticate(request)
+    if ApiKeyScope.REPORTS not in key.scopes:
+        raise RpcError(SERVER_ERROR, "This API key does not have access to the reports API.", http_status=403)
+    if fmt not in ("csv", "pdf"):
+        raise Http404
+    context = RpcContext(request=request, api_key=key, actor=ApiKeyPrincipal(key))
+    return access_report_file(key_user(context), file_id)
+
+
+def report_download_view(request: HttpRequest, file_id: int, fmt: str) -> HttpResponse:
+    """GET a report file named by getDownloadLinks, with the same HTTP Basic key (reports scope);
+    a missing and a foreign report answer the same 404 (C6)."""
+    from django.http import FileResponse
+
+    try:
+        item = _report_file(request, file_id, fmt)
+    except RpcError as error:
+        return _respond(_envelope(None, error=error), error.http_status if error.http_status != 200 else 403)
+    except Http404:
+        return _respond(_envelope(None, error=RpcError(SERVER_ERROR, "Report not found.")), 404)
+    finally:
+        connection.set_schema_to_public()
+    if fmt == "csv":
+        return FileResponse(item.csv_file.open("rb"), as_attachment=True, filename=item.csv_name,
+                            content_type="text/csv; charset=utf-8")
+    return FileResponse(item.pdf_file.open("rb"), as_attachment=True, filename=item.pdf_name,
+                        content_type="application/pdf")
+
+
 def _call(method: RpcMethod, context: RpcContext, params: dict) -> Any:
     try:
         # a method's writes are all-or-nothing (X2): one transaction around the whole call
