@@ -237,7 +237,15 @@ def wait_for_health(url: str, seconds: float = 60.0) -> dict | None:
     return None
 
 
+def _stop_on_signal(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_run(args) -> int:
+    # Ctrl-C, `kill` and a service manager's stop all take the same clean way out; SIGINT is set
+    # explicitly because a shell starting us in the background hands it over ignored
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     env, started = services_env()
     env.setdefault("CONSOLE_URL", f"http://127.0.0.1:{args.port}")
     children: list[subprocess.Popen] = []
