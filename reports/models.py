@@ -94,6 +94,12 @@ class ReportSchedule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def kind_title(self) -> str:
+        from .builder import KIND_TITLES
+
+        return KIND_TITLES.get(self.kind, self.kind)
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
