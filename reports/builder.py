@@ -129,6 +129,22 @@ class Report:
             return iter(())
         return report_endpoint_rows(scope=self._scope)
 
+    def endpoints_behind(self, *, column: str, company: Company, limit: int | None = None) -> Iterator[dict]:
+        """R2 drill-down: the endpoints behind one number (`column`) of `company`'s row, as the actor
+        may see them (C2, C3)."""
+        from .selectors import report_endpoint_rows
+
+        if self.kind != "endpoint" or not self.can_drill_down:
+            return iter(())
+        return report_endpoint_rows(scope=self._scope, column=column, company=company, limit=limit)
+
+    def endpoints_page(self, *, limit: int) -> Iterator[dict]:
+        from .selectors import report_endpoint_rows
+
+        if self.kind != "endpoint" or not self.can_drill_down:
+            return iter(())
+        return report_endpoint_rows(scope=self._scope, limit=limit)
+
     @property
     def show_company_rows(self) -> bool:
         return not (self.kind == "endpoint" and self.options.only_endpoint_details)

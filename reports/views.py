@@ -15,7 +15,7 @@ from companies.views import PageView
 from .builder import DRILL_COLUMNS, KIND_TITLES, KINDS, PRODUCT_TYPES, ReportOptions, report_access, report_build
 from .models import ReportPreference
 from .render import report_chart_svg, report_csv_iter, report_filename, report_pdf
-from .selectors import DRILL_LABELS, report_endpoint_rows
+from .selectors import DRILL_LABELS
 
 PAGE_ENDPOINTS = 500  # endpoints listed on a page; the CSV lists them all
 
@@ -94,7 +94,7 @@ class ReportIndexView(PageView):
         endpoints = []
         if not report.show_company_rows and report.can_drill_down:
             endpoints = [[e[key] for key, _ in report.endpoint_columns]
-                         for e in report_endpoint_rows(scope=report._scope, limit=PAGE_ENDPOINTS)]
+                         for e in report.endpoints_page(limit=PAGE_ENDPOINTS)]
         from companies.selectors import company_subtree
 
         return render(request, "reports/index.html", {
@@ -161,8 +161,7 @@ class ReportDrillView(PageView):
 
         if not network_visible(request.user.company, row_company):
             raise Http404
-        endpoints = list(report_endpoint_rows(scope=report._scope, column=column, company=row_company,
-                                              limit=PAGE_ENDPOINTS + 1))
+        endpoints = list(report.endpoints_behind(column=column, company=row_company, limit=PAGE_ENDPOINTS + 1))
         return render(request, "reports/drill.html", {
             "report": report, "row_company": row_company, "column": column,
             "column_label": DRILL_LABELS[column],
