@@ -224,6 +224,29 @@ def test_C6_licensing_list_is_the_callers_subtree_with_flat_queries(tree):
     assert [row["company"]["name"] for row in own["results"]] == ["Pine Dairy"]
 
 
+def test_L4_company_licensing_costs_the_same_queries_with_more_endpoints_and_companies(tree):
+    north = as_admin(tree, tree.north)
+    reservation_set(actor=None, company=tree.north, seats=3)
+    path = url("licensing-detail", tree.acme.pk)
+    north.get(path)
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert north.get(path).status_code == 200
+        return len(captured)
+
+    few = queries()
+    for day in range(1, 29):
+        seat_assign(company=tree.acme, endpoint_id=uuid.uuid4(),
+                    now=dt.datetime(2026, 10 + day % 3, day, tzinfo=dt.UTC))
+    for _ in range(5):
+        make_company(parent=tree.north)
+    body = north.get(path).json()
+    assert body["seats"] == {"licensed": 3, "trial": 25, "expired": 0}
+    assert sum(t["endpoints"] for t in body["trials_ending"]) == 25 and len(body["trials_ending"]) == 3
+    assert queries() == few
+
+
 # --- the catalogue -------------------------------------------------------------------------------------
 
 def test_E2_E7_catalogue_is_read_from_the_data_for_every_role(tree):

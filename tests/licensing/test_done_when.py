@@ -139,3 +139,42 @@ def test_H5_S2_move_refused_when_the_new_partner_ends_earlier_without_auto_renew
     company_move(company=sub, new_parent=ending)
     assert license_of(late).end_date == dt.date(2027, 12, 31)
     assert Company.objects.get(pk=late.pk).status == CompanyStatus.ACTIVE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_L3_L5_parallel_reservations_and_installs_never_oversell_the_parents_pool(platform):
+    """Twelve siblings each try to reserve 3 of a partner's 20 seats while 20 installs race for the
+    shared rest, each on its own connection: what is carved plus what is used never exceeds the
+    pool, the refused reservations say how many seats are available, and the counters equal the
+    assignments."""
+    msp = make_partner(parent=platform, name="Racing MSP")
+    reservation_set(actor=None, company=msp, seats=20)
+    siblings = [make_company(parent=msp, name=f"Sibling {i}") for i in range(12)]
+    sharing = make_company(parent=msp, name="Sharing")
+    barrier = threading.Barrier(32)
+
+    def work(i):
+        try:
+            barrier.wait(timeout=30)
+            if i < 12:
+                try:
+                    reservation_set(actor=None, company=siblings[i], seats=3)
+                except ValidationError as error:
+                    return error.message_dict["reserved_seats"][0]
+                return "reserved"
+            return seat_assign(company=sharing, endpoint_id=uuid.uuid4()).state
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        results = list(executor.map(work, range(32)))
+    reserved = results[:12].count("reserved")
+    refusals = [r for r in results[:12] if r != "reserved"]
+    assert all(r.startswith("Only ") and r.endswith(" seats are available to reserve.") for r in refusals)
+    pool = pool_of(msp)
+    licensed = SeatAssignment.objects.filter(pool=pool, state=SeatState.LICENSED).count()
+    assert pool.carved == 3 * reserved
+    assert pool.used == licensed == results[12:].count(SeatState.LICENSED)
+    assert pool.used + pool.carved <= pool.capacity == 20
+    assert results[12:].count(SeatState.TRIAL) == 20 - licensed
+    assert sum(license_of(s).reserved_seats or 0 for s in siblings) == pool.carved
