@@ -142,19 +142,46 @@ def seat_pool_promote(*, pool: SeatPool, now: dt.datetime | None = None) -> int:
         if free <= 0:
             return 0
         trials = trials[:free]
-    ids = list(trials.values_list("id", flat=True))
-    if not ids:
+    rows = list(trials.values_list("id", "company_id", "endpoint_id"))
+    if not rows:
         return 0
+    ids = [row_id for row_id, _company, _endpoint in rows]
     SeatAssignment.objects.filter(pk__in=ids).update(state=SeatState.LICENSED, trial_ends_on=None,
                                                      licensed_at=now)
     SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + len(ids))
+    _audit_trials(rows, action="license.trials_promote", state=SeatState.LICENSED)
     return len(ids)
 
 
+AUDITED_ENDPOINT_IDS = 500  # per event; the count is always whole
+
+
+def _audit_trials(rows, *, action: str, state: str) -> None:
+    """X1 for seat changes made in bulk (promotions, expiries): one event per company, as the
+    system, with the count and the endpoints."""
+    by_company: dict[int, list[str]] = {}
+    for _row_id, company_id, endpoint_id in rows:
+        by_company.setdefault(company_id, []).append(str(endpoint_id))
+    companies = Company.objects.in_bulk(list(by_company))
+    for company_id, endpoints in sorted(by_company.items()):
+        company = companies[company_id]
+        audit_record(actor=None, company=company, action=action, obj=company, before={"state": SeatState.TRIAL},
+                     after={"state": state, "count": len(endpoints),
+                            "endpoint_ids": sorted(endpoints)[:AUDITED_ENDPOINT_IDS]})
+
+
+@transaction.atomic
 def seats_expire_trials(*, today: dt.date) -> int:
-    """L4/T5: trials whose last day has passed expire. Safe to run twice or late."""
-    return SeatAssignment.objects.filter(state=SeatState.TRIAL, trial_ends_on__lt=today).update(
+    """L4/T5: trials whose last day has passed expire. Safe to run twice or late: the rows are
+    locked, so a run meeting another one expires (and audits) each trial once."""
+    rows = list(SeatAssignment.objects.select_for_update().filter(state=SeatState.TRIAL, trial_ends_on__lt=today)
+                .order_by("id").values_list("id", "company_id", "endpoint_id"))
+    if not rows:
+        return 0
+    count = SeatAssignment.objects.filter(pk__in=[row_id for row_id, _c, _e in rows]).update(
         state=SeatState.EXPIRED, expired_at=timezone.now(), trial_ends_on=None)
+    _audit_trials(rows, action="license.trials_expire", state=SeatState.EXPIRED)
+    return count
 
 
 def seats_promote_all() -> int:

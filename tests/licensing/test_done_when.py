@@ -178,3 +178,42 @@ def test_L3_L5_parallel_reservations_and_installs_never_oversell_the_parents_poo
     assert pool.used + pool.carved <= pool.capacity == 20
     assert results[12:].count(SeatState.TRIAL) == 20 - licensed
     assert sum(license_of(s).reserved_seats or 0 for s in siblings) == pool.carved
+
+
+@pytest.mark.django_db
+def test_X1_L4_daily_trial_expiries_and_promotions_are_audited(platform):
+    """The daily run's trial expiries and promotions write the audit log (issue 4: "each writes
+    the audit log"), one event per company naming its endpoints, as the system; a second run
+    writes nothing."""
+    from companies.models import AuditEvent
+
+    expiring = make_company(parent=platform, name="Expiring")
+    reservation_set(actor=None, company=expiring, seats=0)
+    waiting = make_company(parent=platform, name="Waiting")
+    reservation_set(actor=None, company=waiting, seats=1)
+    old = [seat_assign(company=expiring, endpoint_id=uuid.uuid4(), now=dt.datetime(2026, 11, 5, tzinfo=dt.UTC))
+           for _ in range(2)]
+    assert {info.state for info in old} == {SeatState.TRIAL}
+    holder, queued = uuid.uuid4(), uuid.uuid4()
+    seat_assign(company=waiting, endpoint_id=holder)
+    seat_assign(company=waiting, endpoint_id=queued, now=dt.datetime(2027, 1, 2, tzinfo=dt.UTC))
+    from licensing.models import SeatPool
+
+    SeatPool.objects.filter(owner=waiting).update(capacity=2)  # a seat freed without its event
+
+    with freeze_time("2027-01-01 00:15:00"):
+        counts = licensing_daily()
+    assert (counts["trials_expired"], counts["trials_promoted"]) == (2, 1)
+    expired = AuditEvent.objects.get(company=expiring, action="license.trials_expire")
+    assert expired.actor is None and expired.actor_label == "system"
+    assert expired.before["state"] == "trial"
+    assert expired.after["state"] == "expired" and expired.after["count"] == 2
+    assert sorted(expired.after["endpoint_ids"]) == sorted(
+        str(e) for e in SeatAssignment.objects.filter(company=expiring).values_list("endpoint_id", flat=True))
+    promoted = AuditEvent.objects.get(company=waiting, action="license.trials_promote")
+    assert promoted.before["state"] == "trial"
+    assert promoted.after == {"state": "licensed", "count": 1, "endpoint_ids": [str(queued)]}
+    events = AuditEvent.objects.count()
+    with freeze_time("2027-01-01 06:00:00"):
+        licensing_daily()
+    assert AuditEvent.objects.count() == events
