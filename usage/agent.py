@@ -26,6 +26,7 @@ from companies.models import Company, CompanyStatus, User
 from licensing.models import SeatState
 from licensing.seats import SeatInfo, seat_assign, seat_state
 
+from .locks import ingest_lock_key
 from .models import AgentCredential, InstallToken
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
 from .telemetry.models import MachineType, OsFamily, OsType
@@ -239,7 +240,8 @@ def _observed_at(value: Any, earliest: dt.datetime, latest: dt.datetime) -> tupl
 
 def _keys_mask(value: Any, name: str, bits: dict[str, int], what: str) -> tuple[int, str]:
     if not isinstance(value, list):
-        return 0, f"{name}: required: a list of {what}s (may be empty)."
+        plural = f"{what[:-1]}ies" if what.endswith("y") else f"{what}s"
+        return 0, f"{name}: required: a list of {plural} (may be empty)."
     mask = 0
     for key in value:
         bit = bits.get(key) if isinstance(key, str) else None
@@ -328,13 +330,16 @@ def heartbeats_validate(*, endpoint_id: uuid.UUID, items: list, now: dt.datetime
 HEARTBEATS_INSERT = """
 WITH endpoint AS (
     UPDATE telemetry_endpoint SET last_seen_at = GREATEST(last_seen_at, %s) WHERE id = %s RETURNING id
+), ingesting AS (
+    -- held until commit: the rollup reads its upper watermark only when no insert is in flight
+    SELECT pg_advisory_xact_lock_shared(%s)
 ), inserted AS (
     INSERT INTO telemetry_heartbeat (id, endpoint_id, observed_at, received_at, os_family, os_type,
                                      machine_type, container_host, modules, scan_mode, uptime_seconds,
-                                     xdr_sensors, rolled_up)
+                                     xdr_sensors)
     SELECT v.id::uuid, endpoint.id, v.observed_at, %s, v.os_family, v.os_type, v.machine_type,
-           v.container_host, v.modules, v.scan_mode, v.uptime_seconds, v.xdr_sensors, false
-    FROM endpoint, (VALUES {values}) AS v (id, observed_at, os_family, os_type, machine_type, container_host,
+           v.container_host, v.modules, v.scan_mode, v.uptime_seconds, v.xdr_sensors
+    FROM endpoint, ingesting, (VALUES {values}) AS v (id, observed_at, os_family, os_type, machine_type, container_host,
                                            modules, scan_mode, uptime_seconds, xdr_sensors)
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
@@ -357,7 +362,7 @@ def heartbeats_ingest(*, company: Company, endpoint_id: uuid.UUID, items: list, 
     if not rows:
         return result
     last_seen = min(max(row[1] for row in rows), now)
-    params: list[Any] = [last_seen, endpoint_id, now]
+    params: list[Any] = [last_seen, endpoint_id, ingest_lock_key(company.pk), now]
     for row in rows:
         params.extend(row)
     params += [company.pk, now]

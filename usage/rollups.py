@@ -1,23 +1,27 @@
 """Rollups: heartbeats -> endpoint-day -> endpoint-month -> company-month usage (U1-U15).
 
-Every step is set-based SQL in the company's schema. Exactly-once without a clock watermark: the
-first statement marks pending heartbeats rolled up and merges them into endpoint-day in ONE
-statement, so a heartbeat is either merged and marked or neither (a killed worker leaves nothing
-half-done), and rows committed by ingestion meanwhile simply wait for the next run. The later steps
-recompute endpoint-month and company-month rows from the lasting rows, so running them twice gives
-the same rows. A per-company advisory lock keeps two workers off the same company.
+Every step is set-based SQL in the company's schema. Exactly-once from a watermark: the database
+numbers each stored heartbeat (`seq`); a rollup reads the newest number while holding the ingest
+lock exclusively (for an instant: every insert holds it shared until it commits, so every number
+up to the one read is committed), merges the heartbeats between the company's watermark and that
+number into endpoint-day, and moves the watermark in the same transaction. A killed worker leaves
+both unchanged; heartbeats stored meanwhile wait for the next run. Nothing rewrites the raw rows,
+which is what made marking them one by one the rollup's main cost. The later steps recompute
+endpoint-month and company-month rows from the lasting rows, so running them twice gives the same
+rows. A per-company advisory lock keeps two workers off the same company.
 """
 
 import calendar
 import datetime as dt
 import math
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from companies.models import Company
 
+from .locks import ingest_lock_key
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 
@@ -25,9 +29,9 @@ ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anythin
 
 MERGE_DAYS_SQL = f"""
 WITH batch AS (
-    UPDATE telemetry_heartbeat SET rolled_up = true WHERE rolled_up = false
-    RETURNING endpoint_id, observed_at, os_family, os_type, machine_type, container_host, modules,
-              scan_mode, uptime_seconds, xdr_sensors
+    SELECT endpoint_id, observed_at, os_family, os_type, machine_type, container_host, modules,
+           scan_mode, uptime_seconds, xdr_sensors
+    FROM telemetry_heartbeat WHERE seq > %(low)s AND seq <= %(high)s
 ), days AS (
     SELECT endpoint_id, (observed_at AT TIME ZONE 'UTC')::date AS day,
            bit_or(modules) AS modules, bit_or(xdr_sensors) AS xdr_sensors,
@@ -265,6 +269,47 @@ def _record_late(row: CompanyMonthUsage, figures: dict) -> None:
         LateAdjustment.objects.create(company=row.company, month=row.month, delta=delta)
 
 
+WATERMARK_SET_SQL = """
+INSERT INTO telemetry_rollupwatermark (id, seq) VALUES (1, %s)
+ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
+"""
+
+
+def _watermarks(cursor, company_id: int) -> tuple[int, int]:
+    """(merged up to, newest committed heartbeat number) in the current company's schema, and the
+    company's "rollup pending" mark taken down in the same instant.
+
+    The ingest lock is taken as a session lock and released at once (held to the end of the
+    transaction it would stop ingestion for the whole rollup). While it is held no insert is in
+    flight, so every number up to the newest is committed, and an insert that comes after finds the
+    mark being deleted, waits for this transaction and sets it again: no heartbeat loses its mark.
+    """
+    cursor.execute("SELECT COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)")
+    low = cursor.fetchone()[0]
+    key = ingest_lock_key(company_id)
+    cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = %s", [company_id])
+        cursor.execute("SELECT COALESCE(max(seq), 0) FROM telemetry_heartbeat")
+        high = cursor.fetchone()[0]
+    finally:
+        try:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+        except DatabaseError:
+            # the transaction failed under the lock: a session lock ends with its session
+            connection.close()
+            raise
+    return low, high
+
+
+def heartbeats_pending(*, company: Company) -> int:
+    """Heartbeats stored but not merged yet (operations and tests)."""
+    with tenant_context(company), connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM telemetry_heartbeat WHERE seq > "
+                       "COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)")
+        return cursor.fetchone()[0]
+
+
 def _lock(company_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_NAMESPACE + company_id])
@@ -276,11 +321,14 @@ def usage_company_rollup(*, company_id: int, months: list[dt.date] | None = None
     Returns the months recomputed. Idempotent; safe beside ingestion and other workers."""
     company = Company.objects.get(pk=company_id)
     _lock(company_id)
-    PendingRollup.objects.filter(company_id=company_id).delete()
     with tenant_context(company):
         with connection.cursor() as cursor:
-            cursor.execute(MERGE_DAYS_SQL)
-            touched = cursor.fetchall()
+            low, high = _watermarks(cursor, company_id)
+            touched = []
+            if high > low:
+                cursor.execute(MERGE_DAYS_SQL, {"low": low, "high": high})
+                touched = cursor.fetchall()
+                cursor.execute(WATERMARK_SET_SQL, [high])
             if touched:
                 cursor.execute(MONTHS_SQL, [[str(e) for e, _ in touched], [m for _, m in touched]])
         recompute = sorted({m for _, m in touched} | set(months or []))
@@ -321,7 +369,8 @@ def heartbeats_purge(*, now: dt.datetime, late_window_days: int = 35) -> int:
     removed = 0
     for company in Company.objects.all():
         with tenant_context(company), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM telemetry_heartbeat WHERE rolled_up AND observed_at < %s "
-                           "AND received_at < %s", [open_month, late_cutoff])
+            cursor.execute("DELETE FROM telemetry_heartbeat WHERE observed_at < %s AND received_at < %s AND seq <= "
+                           "COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)",
+                           [open_month, late_cutoff])
             removed += cursor.rowcount
     return removed

@@ -38,7 +38,7 @@ WORKERS = int(os.environ.get("BENCH_WORKERS", "3"))
 NAME = "Ingest bench"
 
 COPY_SQL = ("COPY {schema}.telemetry_heartbeat (id, endpoint_id, observed_at, received_at, os_family, os_type, "
-            "machine_type, container_host, modules, scan_mode, uptime_seconds, xdr_sensors, rolled_up) FROM STDIN")
+            "machine_type, container_host, modules, scan_mode, uptime_seconds, xdr_sensors) FROM STDIN")
 
 
 def _free_port() -> int:
@@ -121,7 +121,7 @@ def _copy_rows(company: Company, endpoint_id: str, count: int) -> float:
     """The baseline: `count` rows of the same shape COPYed into the same table; seconds taken."""
     now = timezone.now().isoformat()
     data = io.StringIO("".join(
-        f"{uuid.uuid4()}\t{endpoint_id}\t{now}\t{now}\tlinux\tserver\tvirtual\tf\t8201\t3\t900\t4\tf\n"
+        f"{uuid.uuid4()}\t{endpoint_id}\t{now}\t{now}\tlinux\tserver\tvirtual\tf\t8201\t3\t900\t4\n"
         for _ in range(count)))
     with connection.cursor() as cursor:
         started = time.perf_counter()

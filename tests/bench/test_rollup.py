@@ -7,7 +7,7 @@ over the current month so far, with licensed seats. Then it times:
 - the baseline: ONE hand-written SQL aggregate over the same rows (per company: endpoints, endpoints
   with antimalware, with Patch Management, with EDR, VDI seconds), the least any rollup could do;
 - the product's rollup: usage_company_rollup for every company, one after the other (heartbeats ->
-  endpoint-day -> endpoint-month -> company-month, the rows marked rolled up), as one worker would.
+  endpoint-day -> endpoint-month -> company-month, the company's watermark moved), as one worker would.
 
 It prints both as a ratio (target: rollup within 3x of the aggregate), checks that both count the
 same, and prints the bytes of stored telemetry per endpoint per month: raw heartbeats (kept for the
@@ -42,7 +42,7 @@ HEARTBEAT_INTERVAL_MINUTES = 15  # the agent's default cadence, for the storage 
 NAME = "Rollup bench"
 
 COPY_SQL = ('COPY "{schema}".telemetry_heartbeat (id, endpoint_id, observed_at, received_at, os_family, os_type, '
-            "machine_type, container_host, modules, scan_mode, uptime_seconds, xdr_sensors, rolled_up) FROM STDIN")
+            "machine_type, container_host, modules, scan_mode, uptime_seconds, xdr_sensors) FROM STDIN")
 BIT_AM, BIT_PM, BIT_EDR = MODULE_BITS["antimalware"], MODULE_BITS["patch_management"], MODULE_BITS["edr"]
 # one aggregate over every schema's raw rows: per endpoint first, then per company
 BASELINE_SQL = """
@@ -100,7 +100,7 @@ def _fill(company: Company, per_company: int, start: dt.datetime, end: dt.dateti
         mask = modules if rng.random() < 0.9 else BIT_AM
         sensors = XDR_SENSOR_BITS["network"] if n % 50 == 0 else 0
         lines.append(f"{uuid.uuid4()}\t{endpoint_id}\t{observed}\t{received}\t{os_family}\t{os_type}\t"
-                     f"{machine_type}\tf\t{mask}\t{scan}\t900\t{sensors}\tf\n")
+                     f"{machine_type}\tf\t{mask}\t{scan}\t900\t{sensors}\n")
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(COPY_SQL.format(schema=company.schema_name), io.StringIO("".join(lines)))
     return per_company

@@ -20,6 +20,7 @@ from tests.factories import make_company
 from usage.agent import agent_register, install_token_for, install_token_rotate
 from usage.models import AgentCredential, MonthClose, PendingRollup
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
+from usage.rollups import heartbeats_pending
 from usage.telemetry.models import Endpoint, Heartbeat, MailboxMonth
 
 pytestmark = pytest.mark.django_db
@@ -36,8 +37,8 @@ def post(client, url, body, token=None, raw=None):
 
 
 def register(client, company, hardware_id=None, **fields):
-    body = {"hardware_id": f"hw-{uuid.uuid4()}" if hardware_id is None else hardware_id, "hostname": "web-01", "os_family": "windows",
-            "os_type": "workstation", "machine_type": "physical", **fields}
+    body = {"hardware_id": f"hw-{uuid.uuid4()}" if hardware_id is None else hardware_id, "hostname": "web-01",
+            "os_family": "windows", "os_type": "workstation", "machine_type": "physical", **fields}
     return post(client, REGISTER, body, install_token_for(company=company).token)
 
 
@@ -154,7 +155,7 @@ def test_T2_batch_of_heartbeats_stored_in_company_schema(client, company, platfo
     second = rows[items[1]["id"]]
     assert second.modules == MODULE_BITS["antimalware"] | MODULE_BITS["edr"]
     assert (second.scan_mode, second.xdr_sensors) == (SCAN_MODES["central"], XDR_SENSOR_BITS["network"])
-    assert not any(row.rolled_up for row in rows.values())
+    assert heartbeats_pending(company=company) == len(rows)  # stored, waiting for the rollup
     assert all(abs(row.received_at - timezone.now()) < dt.timedelta(minutes=1) for row in rows.values())
     # in the company's own schema, and in no other
     with connection.cursor() as cursor:
@@ -232,7 +233,7 @@ def test_T4_heartbeat_for_finalized_month_is_kept(client, company):
     response = send(client, token, [heartbeat(observed_at=observed.isoformat())])
     assert response.status_code == 200 and response.json()["accepted"] == 1
     assert [row.observed_at for row in stored(company)] == [observed]
-    assert stored(company)[0].rolled_up is False
+    assert heartbeats_pending(company=company) == 1
     assert PendingRollup.objects.filter(company=company).exists()  # the rollup records the adjustment (U12)
 
 

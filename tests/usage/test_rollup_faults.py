@@ -22,7 +22,7 @@ from tests.factories import make_company
 from tests.usage.fleet import Machine
 from usage.models import CompanyMonthUsage, PendingRollup
 from usage.modules import MODULE_BITS, SCAN_MODES, mask_of
-from usage.rollups import usage_company_rollup
+from usage.rollups import heartbeats_pending, usage_company_rollup
 from usage.telemetry.models import Heartbeat
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,12 +161,74 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
         observer.close()
 
     # nothing of the killed run is visible: the heartbeats wait, the company is still pending
-    with tenant_context(victim):
-        assert Heartbeat.objects.filter(rolled_up=False).count() == len(extra)
+    assert heartbeats_pending(company=victim) == len(extra)
     assert PendingRollup.objects.filter(company=victim).exists()
 
     # another worker (the suite's) finishes the work
     rollup_company.delay(victim.pk, [NOV.isoformat()]).get(timeout=60)
     assert _figures(victim) == _figures(reference)
-    with tenant_context(victim):
-        assert Heartbeat.objects.filter(rolled_up=False).count() == 0
+    assert heartbeats_pending(company=victim) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_T4_U12_rollups_racing_ingestion_count_every_heartbeat_exactly_once(platform):
+    """Agents keep sending while rollups run over and over: every stored heartbeat ends up merged
+    once, none twice and none left behind (the watermark is read only when no insert is in flight)."""
+    import threading
+
+    from django.db import connections
+
+    from usage.agent import heartbeats_ingest
+    from usage.telemetry.models import EndpointDay
+
+    company = _fleet(platform, [])
+    machines = [Machine(company) for _ in range(4)]
+    start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    batches, per_batch = 25, 20
+    sending = threading.Event()
+    sending.set()
+    errors: list[BaseException] = []
+
+    def agent(machine):
+        try:
+            for b in range(batches):
+                items = [{"id": str(uuid.uuid4()),
+                          "observed_at": (start + dt.timedelta(minutes=b * per_batch + i)).isoformat(),
+                          "os_family": "windows", "os_type": "workstation", "machine_type": "physical",
+                          "container_host": False, "modules": ["antimalware"], "scan_mode": "local",
+                          "uptime_seconds": 60, "xdr_sensors": []}
+                         for i in range(per_batch)]
+                result = heartbeats_ingest(company=company, endpoint_id=machine.id, items=items, now=now)
+                assert result.accepted == per_batch, result
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def roller():
+        try:
+            while sending.is_set():
+                usage_company_rollup(company_id=company.pk, months=[NOV])
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    agents = [threading.Thread(target=agent, args=(m,)) for m in machines]
+    rollers = [threading.Thread(target=roller) for _ in range(2)]
+    for thread in rollers + agents:
+        thread.start()
+    for thread in agents:
+        thread.join(timeout=120)
+    sending.clear()
+    for thread in rollers:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    usage_company_rollup(company_id=company.pk, months=[NOV])
+    assert heartbeats_pending(company=company) == 0
+    with tenant_context(company):
+        merged = sum(EndpointDay.objects.values_list("heartbeats", flat=True))
+        assert merged == Heartbeat.objects.count() == len(machines) * batches * per_batch
+        assert sum(EndpointDay.objects.values_list("uptime_seconds", flat=True)) == merged * 60

@@ -52,7 +52,8 @@ def reference(spec, licensed_flags):
     """The U rules, plainly, over the generated data."""
     enabled = set()
     if spec["product"] == "endpoint_security":
-        enabled = set(spec["addons"]) | ({"mdr_foundations", "edr", "advanced_threat_security"} if spec["mdr"] else set())
+        mdr = {"mdr_foundations", "edr", "advanced_threat_security"} if spec["mdr"] else set()
+        enabled = set(spec["addons"]) | mdr
         if "xdr" not in enabled:
             enabled -= {"xdr_network", "xdr_identity"}
     months = []
@@ -65,7 +66,8 @@ def reference(spec, licensed_flags):
             "central": any(hb["scan"] == "central" for hb in beats), "uptime": sum(hb["uptime"] for hb in beats),
             "sensors": set().union(*(hb["sensors"] for hb in beats)),
             "server": ep["machine_type"] == "virtual" and (ep["os_type"] == "server" or ep["os_family"] == "linux"),
-            "desktop": ep["machine_type"] == "virtual" and not (ep["os_type"] == "server" or ep["os_family"] == "linux"),
+            "desktop": (ep["machine_type"] == "virtual"
+                        and not (ep["os_type"] == "server" or ep["os_family"] == "linux")),
         })
     lic = [m for m in months if m["licensed"]]
     sve, cp = "sve" in enabled, "container_protection" in enabled

@@ -43,8 +43,12 @@ class Endpoint(models.Model):
 
 class Heartbeat(models.Model):
     """One agent report, as received (T2). Kept for the open month plus the late window; the
-    endpoint-day rows are the lasting record. `rolled_up` marks rows already merged into
-    endpoint-day, in the same transaction as the merge, so a rollup counts each row exactly once."""
+    endpoint-day rows are the lasting record.
+
+    The table also has `seq`, an identity column this model does not declare (the database numbers
+    each stored heartbeat; only the rollup's SQL reads it): the rollup merges the heartbeats above
+    the company's watermark (telemetry_rollupwatermark) and moves the watermark in the same
+    transaction, so each row is counted exactly once without rewriting it (see usage/rollups.py)."""
 
     id = models.UUIDField(primary_key=True)  # the agent's heartbeat id: duplicates vanish (T4)
     endpoint_id = models.UUIDField()
@@ -58,12 +62,10 @@ class Heartbeat(models.Model):
     scan_mode = models.SmallIntegerField()
     uptime_seconds = models.IntegerField()
     xdr_sensors = models.SmallIntegerField()
-    rolled_up = models.BooleanField(default=False)
 
     class Meta:
         indexes = [
             models.Index(fields=["observed_at"], name="heartbeat_observed"),
-            models.Index(fields=["received_at"], name="heartbeat_pending", condition=models.Q(rolled_up=False)),
         ]
 
     def __str__(self) -> str:
