@@ -16,11 +16,11 @@ PAGES = (
     Page("dashboard", "Dashboard", "dashboard"),
     Page("companies", "Companies", "companies:list"),
     Page("licensing", "Licensing", "licensing:overview"),
-    Page("reports", "Reports", "reports:index"),
     Page("usage", "Usage", "usage:index"),
+    Page("reports", "Reports", "reports:index"),
+    Page("integrations", "Integrations", "integrations:index"),
     Page("my_company", "My Company", "companies:my-company"),
     Page("accounts", "Accounts", "accounts:list"),
-    Page("integrations", "Integrations", "integrations:index"),
 )
 
 

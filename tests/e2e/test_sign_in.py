@@ -15,7 +15,8 @@ def test_demo_partner_signs_in_and_sees_dashboard(live_server, page):
     # Contoso MSP has two customers in the demo tree
     assert page.get_by_test_id("customers-below").inner_text() == "2"
     nav = page.locator("nav[aria-label=Main] a").all_inner_texts()
-    assert nav == ["Dashboard", "Companies", "Licensing", "Reports", "My Company", "Accounts"]
+    assert nav == ["Dashboard", "Companies", "Licensing", "Usage", "Reports", "Integrations", "My Company",
+                   "Accounts"]
     page.screenshot(path="/tmp/gz-dashboard.png")
 
 

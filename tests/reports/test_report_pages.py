@@ -119,3 +119,17 @@ def test_C2_reseller_only_partner_gets_no_drill_down(client, platform):
     assert client.get(url("reports:index", company=customer.pk)).status_code == 200
     response = client.get(url("reports:drill", company=customer.pk, row=customer.pk, column="licensed_endpoints"))
     assert response.status_code == 404
+
+
+def test_R5_report_page_offers_email_history_and_schedules_for_administrators(partner_client, tree, client):
+    from companies.models import Role
+
+    html = partner_client.get(url("reports:index", company=tree.p.pk)).content.decode()
+    send = f'{reverse("reports:send")}?company={tree.p.pk}&amp;month=2026-11&amp;kind=endpoint'
+    assert send in html
+    assert f'href="{reverse("reports:history")}"' in html and f'href="{reverse("reports:schedules")}"' in html
+    assert partner_client.get(send.replace("&amp;", "&")).status_code == 200
+    # a reporter may send and see the history, but schedules are for administrators
+    client.force_login(make_user(company=tree.p, role=Role.REPORTER))
+    html = client.get(url("reports:index", company=tree.p.pk)).content.decode()
+    assert send in html and f'href="{reverse("reports:schedules")}"' not in html
