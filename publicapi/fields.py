@@ -1,4 +1,4 @@
-"""Mapping between GZ Console's words and the original API's field names and codes (docs/jsonrpc.md)."""
+"""Mapping between GZ Console's words and the original API's field names and codes (docs/jsonrpc-api.md)."""
 
 from companies.models import Company, CompanyStatus, CompanyType, FieldOfActivity
 

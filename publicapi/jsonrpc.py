@@ -4,7 +4,7 @@ One view per API (``/api/v1.0/jsonrpc/<api>``). A request is a JSON-RPC 2.0 enve
 ``{"id", "jsonrpc": "2.0", "method", "params"}`` sent by POST with HTTP Basic authentication: the
 API key (A4) as the user name and an empty password.
 
-HTTP status codes, as the original API uses them (docs/jsonrpc.md):
+HTTP status codes, as the original API uses them (docs/jsonrpc-api.md):
 - 401 with a -32000 "Invalid API key" error when the key is missing, unknown, revoked, or its
   company is suspended;
 - 403 with a -32000 error when the key lacks the API's scope;

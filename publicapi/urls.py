@@ -1,4 +1,4 @@
-"""The JSON-RPC 2.0 partner API, mounted at /api/ (docs/jsonrpc.md)."""
+"""The JSON-RPC 2.0 partner API, mounted at /api/ (docs/jsonrpc-api.md)."""
 
 from django.urls import path
 

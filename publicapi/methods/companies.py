@@ -48,7 +48,7 @@ def _industry(params: Params) -> str | None:
     if code == 0:
         return ""
     if code not in INDUSTRIES:
-        raise invalid_param("industry", f"{code} is not an industry code GZ Console knows (docs/jsonrpc.md).")
+        raise invalid_param("industry", f"{code} is not an industry code GZ Console knows (docs/jsonrpc-api.md).")
     return INDUSTRIES[code]
 
 
