@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -165,6 +165,39 @@ def access_report_file(actor: User, file_id) -> ReportFile:
     if item.network_detail and not network_visible(actor.company, item.company):
         raise Http404("No such report")
     return item
+
+
+def report_file_may_delete(*, actor: User, item: ReportFile) -> bool:
+    """The history is the company's: its administrators delete any item, other users the items
+    built for them."""
+    from companies.models import Role
+
+    return actor.role == Role.COMPANY_ADMIN or item.built_for_id == actor.pk
+
+
+@transaction.atomic
+def report_file_delete(*, actor: User, file_id) -> None:
+    """Delete a report from the history, with its CSV and PDF. The same 404 for a missing and a
+    foreign id (C6); audited (X1). Runs that sent it keep their deliveries (the link is cleared);
+    the files leave the disk once the deletion is committed."""
+    from companies.audit import audit_record, snapshot
+
+    item = access_report_file(actor, file_id)
+    item = ReportFile.objects.select_for_update().select_related("company").get(pk=item.pk)
+    if not report_file_may_delete(actor=actor, item=item):
+        raise PermissionDenied("Only administrators delete reports built for someone else.")
+    before = snapshot(item, fields=["company", "kind", "month", "source", "title", "csv_name", "pdf_name"])
+    audit_record(actor=actor, company=actor.company, action="report_file.delete", obj=item, before=before,
+                 after={})
+    storage, names = item.csv_file.storage, [item.csv_file.name, item.pdf_file.name]
+    item.delete()
+
+    def remove_files() -> None:
+        for name in names:
+            if name:
+                storage.delete(name)
+
+    transaction.on_commit(remove_files)
 
 
 # --- The email -----------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from .delivery import (
     access_report_file,
     access_report_run,
     month_previous,
+    report_file_delete,
+    report_file_may_delete,
     report_history,
     report_run_retry_now,
     report_runs_visible,
@@ -226,10 +228,26 @@ class HistoryView(PageView):
         if request.GET.get("company"):
             company = access_company(request.user, request.GET["company"])
             files = files.filter(company=company)
+        files = list(files[:HISTORY_SHOWN])
+        for item in files:
+            item.may_delete = report_file_may_delete(actor=request.user, item=item)
         return render(request, "reports/history.html", {
-            "files": files[:HISTORY_SHOWN], "company": company,
+            "files": files, "company": company,
             "runs": report_runs_visible(actor=request.user).filter(schedule__isnull=True)[:RUNS_SHOWN],
         })
+
+
+class HistoryDeleteView(PageView):
+    """Delete a report from the history (CSV and PDF); another company's id answers 404 (C6)."""
+
+    page_key = "reports"
+
+    def post(self, request, file_id):
+        item = access_report_file(request.user, file_id)
+        title = item.title
+        report_file_delete(actor=request.user, file_id=item.pk)
+        messages.success(request, f"Report \u201c{title}\u201d deleted.")
+        return redirect("reports:history")
 
 
 class HistoryDownloadView(PageView):

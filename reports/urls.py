@@ -21,6 +21,7 @@ urlpatterns = [
     path("schedules/<int:schedule_id>/pause", schedule_views.SchedulePauseView.as_view(), name="schedule-pause"),
     path("schedules/<int:schedule_id>/delete", schedule_views.ScheduleDeleteView.as_view(), name="schedule-delete"),
     path("history/", schedule_views.HistoryView.as_view(), name="history"),
+    path("history/<int:file_id>/delete", schedule_views.HistoryDeleteView.as_view(), name="history-delete"),
     path("history/<int:file_id>/<str:fmt>", schedule_views.HistoryDownloadView.as_view(),
          name="history-download"),
 ]

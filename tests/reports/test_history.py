@@ -88,3 +88,47 @@ def test_history_page_queries_stay_flat(platform, smtp, media, client):  # noqa:
         counts.append(len(ctx.captured_queries))
     assert ReportFile.objects.count() == 4
     assert counts[0] == counts[1], counts
+
+
+def test_X1_C6_history_delete_removes_the_report_and_its_files(platform, smtp, media, client,  # noqa: F811
+                                                                django_capture_on_commit_callbacks):
+    from companies.models import AuditEvent
+    from reports.models import ReportDelivery
+
+    tree = build(platform)
+    run = _sent(tree, company=tree.a, recipients=[tree.p_admin])
+    item = ReportFile.objects.get()
+    paths = [media / item.csv_file.name, media / item.pdf_file.name]
+    assert all(path.exists() for path in paths)
+    url = f"/reports/history/{item.pk}/delete"
+    # another partner and the report's customer answer 404, like a missing id (C6); nothing is deleted
+    for user in (tree.s_admin, tree.a_admin):
+        client.login(username=user.email, password=PASSWORD)
+        assert client.post(url).status_code == 404
+        client.logout()
+    client.login(username=tree.p_admin.email, password=PASSWORD)
+    assert client.post(f"/reports/history/{item.pk + 1000}/delete").status_code == 404
+    assert client.get(url).status_code == 405
+    # a reporter of the same company sees it but may not delete what was built for an administrator
+    client.logout()
+    client.login(username=tree.p_reporter.email, password=PASSWORD)
+    assert 'data-testid="history-delete"' not in client.get("/reports/history/").content.decode()
+    assert client.post(url).status_code == 403
+    assert ReportFile.objects.filter(pk=item.pk).exists() and all(path.exists() for path in paths)
+    client.logout()
+
+    client.login(username=tree.p_admin.email, password=PASSWORD)
+    page = client.get("/reports/history/").content.decode()
+    assert f'action="/reports/history/{item.pk}/delete"' in page
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == "/reports/history/"
+    assert "deleted" in response.content.decode() and f'data-file="{item.pk}"' not in response.content.decode()
+    assert not ReportFile.objects.filter(pk=item.pk).exists()
+    assert not any(path.exists() for path in paths)
+    # the run keeps its delivery record; the audit log names the report (X1)
+    assert ReportDelivery.objects.get(run=run).report_file is None
+    event = AuditEvent.objects.get(action="report_file.delete")
+    assert (event.actor, event.company, event.object_id) == (tree.p_admin, tree.p, str(item.pk))
+    assert event.before["title"] == "Monthly License Usage: Customer A, November 2026"
+    assert client.post(url).status_code == 404
