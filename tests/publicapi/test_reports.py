@@ -5,7 +5,8 @@ import base64
 
 import pytest
 
-from reports.models import ReportDelivery, ReportFile, ReportRun
+from reports.models import ReportDelivery, ReportFile, ReportRun, ReportSchedule
+from tests.reports.test_delivery import smtp  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.django_db
 PARAMS = {"name": "November usage", "type": 13, "options": {"targetMonth": "11/2026"}}
@@ -51,18 +52,37 @@ def test_R5_email_list_must_be_users_who_may_see_it(rpc, tree):
     ({"type": 2, "targetIds": ["{acme}"]}, "type"),
     ({"type": 13, "targetIds": []}, "targetIds"),
     ({"type": 13, "targetIds": ["x"]}, "targetIds"),
-    ({"type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5}}, "scheduledInfo.occurrence"),
+    ({"type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 4}}, "scheduledInfo.occurrence"),
+    ({"type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 9}}, "scheduledInfo.occurrence"),
+    ({"type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": "5"}}, "scheduledInfo.occurrence"),
+    ({"type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5}, "emailList": ["{admin}"]}, "name"),
+    ({**PARAMS, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5}, "emailList": ["{admin}"]},
+     "options.targetMonth"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5}}, "emailList"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5, "day": 31},
+      "emailList": ["{admin}"]}, "scheduledInfo.day"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5, "startHour": 24},
+      "emailList": ["{admin}"]}, "scheduledInfo.startHour"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5, "startMinute": 30},
+      "emailList": ["{admin}"]}, "scheduledInfo.startMinute"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5, "days": [1]},
+      "emailList": ["{admin}"]}, "scheduledInfo.days"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5, "every": 2},
+      "emailList": ["{admin}"]}, "scheduledInfo.every"),
+    ({"name": "M", "type": 13, "targetIds": ["{acme}"], "scheduledInfo": {"occurrence": 5},
+      "emailList": ["admin@pine-dairy.test"]}, "emailList"),
     ({"type": 13, "targetIds": ["{acme}"], "options": {"targetMonth": "2026-11"}}, "options.targetMonth"),
     ({"type": 13, "targetIds": ["{acme}"], "options": {"targetMonth": "01/2099"}}, "options.targetMonth"),
     ({"type": 13, "targetIds": ["{acme}"], "options": {"productType": 7}}, "options.productType"),
     ({"type": 13, "targetIds": ["{acme}"], "colour": 1}, "colour"),
 ])
 def test_X2_create_report_bad_input_is_32602(rpc, tree, params, named):
-    params = {k: ([str(tree.acme.pk) if v == "{acme}" else v for v in value] if k == "targetIds" else value)
+    names = {"{acme}": str(tree.acme.pk), "{admin}": tree.admins[tree.north.pk].email}
+    params = {k: ([names.get(v, v) for v in value] if k in ("targetIds", "emailList") else value)
               for k, value in params.items()}
     error = rpc.error("reports", "createReport", params, key=tree.keys[tree.north.pk])
     assert error["code"] == -32602 and f"'{named}'" in error["data"]["details"], error
-    assert not ReportFile.objects.exists()
+    assert not ReportFile.objects.exists() and not ReportSchedule.objects.exists()
 
 
 def test_C6_foreign_reports_and_targets_answer_like_missing(rpc, tree):
@@ -98,3 +118,172 @@ def test_reports_stop_when_the_key_creator_is_no_longer_an_administrator(rpc, tr
     admin.save(update_fields=["is_active"])
     error = rpc.error("reports", "getReportsList", {}, key=tree.keys[tree.north.pk])
     assert error["code"] == -32000 and "administrator" in error["data"]["details"]
+
+
+# --- scheduled reports (monthly, R5) and deleteReport ---------------------------------------------------
+
+MONTHLY = {"name": "Acme monthly", "type": 13, "scheduledInfo": {"occurrence": 5, "day": 3, "startHour": 7},
+           "options": {"productType": 1, "onlyDirectCompanies": True}}
+
+
+@pytest.fixture
+def files(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+def _scheduled(rpc, tree, **extra) -> str:
+    return rpc.result("reports", "createReport", {**MONTHLY, "targetIds": [str(tree.acme.pk)],
+                                                  "emailList": [tree.admins[tree.north.pk].email], **extra},
+                      key=tree.keys[tree.north.pk])
+
+
+def _path(url: str) -> str:
+    return "/" + url.split("://", 1)[1].split("/", 1)[1]
+
+
+def test_R5_X1_scheduled_create_report_is_a_monthly_schedule(rpc, tree, files, smtp):  # noqa: F811
+    from django.utils import timezone
+
+    from companies.models import AuditEvent
+    from reports.delivery import report_run_deliver, schedule_run_due
+
+    key, admin = tree.keys[tree.north.pk], tree.admins[tree.north.pk]
+    report_id = _scheduled(rpc, tree)
+    assert report_id.startswith("schedule-")
+    schedule = ReportSchedule.objects.get(pk=int(report_id.removeprefix("schedule-")))
+    assert (schedule.owner, schedule.company, schedule.created_by, schedule.name) == \
+        (tree.north, tree.acme, admin, "Acme monthly")
+    assert (schedule.day_of_month, schedule.hour, schedule.product_type, schedule.only_direct) == \
+        (3, 7, "edr_standalone", True)
+    assert list(schedule.recipients.all()) == [admin]
+    crontab = schedule.periodic_task.crontab
+    assert (crontab.day_of_month, crontab.hour, crontab.minute, schedule.periodic_task.enabled) == ("3", "7", "0", True)
+    assert AuditEvent.objects.filter(action="report_schedule.create", object_id=str(schedule.pk), actor=admin).exists()
+    # the same name twice: the schedule's name is unique per company
+    error = rpc.error("reports", "createReport", {**MONTHLY, "targetIds": [tree.acme.pk],
+                                                  "emailList": [admin.email]}, key=key)
+    assert error["code"] == -32602 and "'name'" in error["data"]["details"]
+
+    listed = rpc.result("reports", "getReportsList", {}, key=key)
+    assert listed["total"] == 1 and listed["items"][0]["id"] == report_id
+    assert listed["items"][0]["occurrence"] == 5 and listed["items"][0]["scheduledInfo"]["day"] == 3
+    assert rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key) == {
+        "readyForDownload": False, "lastInstanceUrl": None, "allInstancesUrls": [], "csvUrl": None, "pdfUrl": None}
+
+    # beat fires the schedule: the report sent lands in the history and is the schedule's instance
+    run = schedule_run_due(schedule_id=schedule.pk, fired_at=timezone.now())
+    report_run_deliver(run_id=run.pk)
+    assert len(smtp.messages) == 1
+    instance = ReportFile.objects.get()
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    assert links["readyForDownload"] is True and links["lastInstanceUrl"].endswith(f"/download/{instance.pk}.csv")
+    assert [_path(u) for u in links["allInstancesUrls"]] == [
+        f"/api/v1.0/jsonrpc/reports/download/{instance.pk}.{fmt}" for fmt in ("csv", "pdf")]
+    response = rpc.client.get(_path(links["csvUrl"]), **_basic(key))
+    assert response.status_code == 200 and "Acme Dental" in b"".join(response.streaming_content).decode()
+
+
+def test_reports_list_pages_schedules_then_generated_reports(rpc, tree, files):
+    key = tree.keys[tree.north.pk]
+    schedules = [_scheduled(rpc, tree, name=name) for name in ("B monthly", "A monthly")]
+    made = [rpc.result("reports", "createReport", {**PARAMS, "targetIds": [tree.acme.pk]}, key=key) for _ in range(2)]
+    first = rpc.result("reports", "getReportsList", {"perPage": 3}, key=key)
+    second = rpc.result("reports", "getReportsList", {"perPage": 3, "page": 2}, key=key)
+    assert (first["total"], first["pagesCount"]) == (4, 2)
+    assert [i["id"] for i in first["items"] + second["items"]] == [schedules[1], schedules[0], made[1], made[0]]
+    assert [i["occurrence"] for i in first["items"]] == [5, 5, 1]
+    assert [i["id"] for i in rpc.result("reports", "getReportsList", {"name": "A month"}, key=key)["items"]] == \
+        [schedules[1]]
+
+
+def test_X1_delete_report_removes_a_generated_report_and_its_files(rpc, tree, files,
+                                                                   django_capture_on_commit_callbacks):
+    from companies.models import AuditEvent
+
+    key = tree.keys[tree.north.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [tree.acme.pk]}, key=key)
+    item = ReportFile.objects.get(pk=int(report_id))
+    paths = [files / item.csv_file.name, files / item.pdf_file.name]
+    assert all(path.exists() for path in paths)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert rpc.result("reports", "deleteReport", {"reportId": report_id}, key=key) is True
+    assert not ReportFile.objects.exists() and not any(path.exists() for path in paths)
+    event = AuditEvent.objects.get(action="report_file.delete")
+    assert (event.actor, event.object_id) == (tree.admins[tree.north.pk], report_id)
+    for method in ("getDownloadLinks", "deleteReport"):
+        assert rpc.error("reports", method, {"reportId": report_id}, key=key)["data"]["details"] == \
+            "Report not found."
+    assert rpc.result("reports", "getReportsList", {}, key=key)["total"] == 0
+
+
+def test_X1_delete_scheduled_report_deletes_the_schedule_and_keeps_what_it_sent(rpc, tree, files,
+                                                                              smtp):  # noqa: F811
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from companies.models import AuditEvent
+    from reports.delivery import report_run_deliver, schedule_run_due
+
+    key = tree.keys[tree.north.pk]
+    report_id = _scheduled(rpc, tree)
+    schedule = ReportSchedule.objects.get()
+    task_id = schedule.periodic_task_id
+    report_run_deliver(run_id=schedule_run_due(schedule_id=schedule.pk, fired_at=timezone.now()).pk)
+    assert rpc.result("reports", "deleteReport", {"reportId": report_id}, key=key) is True
+    assert not ReportSchedule.objects.exists() and not PeriodicTask.objects.filter(pk=task_id).exists()
+    assert AuditEvent.objects.filter(action="report_schedule.delete", object_id=str(schedule.pk)).exists()
+    # what it already sent stays in the history (and the run history), deletable by its own id
+    assert ReportFile.objects.count() == 1 and ReportRun.objects.get().schedule is None
+    listed = rpc.result("reports", "getReportsList", {}, key=key)
+    assert [i["occurrence"] for i in listed["items"]] == [1]
+    assert rpc.error("reports", "getDownloadLinks", {"reportId": report_id}, key=key)["data"]["details"] == \
+        "Report not found."
+
+
+@pytest.mark.parametrize("params", [{}, {"reportId": "abc"}, {"reportId": "schedule-x"}, {"reportId": True},
+                                    {"reportId": 1, "force": True}])
+@pytest.mark.parametrize("method", ["deleteReport", "getDownloadLinks"])
+def test_X2_report_id_bad_input_is_32602(rpc, tree, method, params):
+    error = rpc.error("reports", method, params, key=tree.keys[tree.north.pk])
+    named = "force" if "force" in params else "reportId"
+    assert error["code"] == -32602 and f"'{named}'" in error["data"]["details"], error
+
+
+def test_C6_foreign_scheduled_and_generated_reports_answer_like_missing(rpc, tree, files):
+    north = tree.keys[tree.north.pk]
+    scheduled = _scheduled(rpc, tree)
+    generated = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [tree.acme.pk]}, key=north)
+    # a foreign target for a scheduled report answers like a missing company, and creates nothing
+    missing_target = rpc.call("reports", "createReport", {**MONTHLY, "name": "x", "targetIds": [10**9],
+                                                          "emailList": ["admin@northwind-msp.test"]}, key=north)
+    assert missing_target[1]["error"]["data"]["details"] == "Company not found."
+    for foreign in (tree.pine, tree.south):
+        assert rpc.call("reports", "createReport", {**MONTHLY, "name": "x", "targetIds": [foreign.pk],
+                                                    "emailList": ["admin@northwind-msp.test"]}, key=north) == \
+            missing_target
+    assert ReportSchedule.objects.count() == 1
+    for method in ("deleteReport", "getDownloadLinks"):
+        for missing_id in ("schedule-1000000000", str(10**9)):
+            missing = rpc.call("reports", method, {"reportId": missing_id}, key=north)
+            assert missing[1]["error"]["data"]["details"] == "Report not found."
+            # Southgate's key and Acme's own key (the report's company) see neither
+            for key in (tree.keys[tree.south.pk], tree.keys[tree.acme.pk]):
+                for report_id in (scheduled, generated):
+                    assert rpc.call("reports", method, {"reportId": report_id}, key=key) == missing
+    assert rpc.result("reports", "getReportsList", {}, key=tree.keys[tree.south.pk])["total"] == 0
+    assert ReportSchedule.objects.count() == 1 and ReportFile.objects.count() == 1
+
+
+def test_A4_delete_and_scheduled_reports_need_the_reports_scope(rpc, tree, files):
+    north = tree.keys[tree.north.pk]
+    scheduled = _scheduled(rpc, tree)
+    generated = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [tree.acme.pk]}, key=north)
+    key = tree.scoped(tree.north, ["companies", "licensing", "usage"])
+    for report_id in (scheduled, generated):
+        for method in ("deleteReport", "getDownloadLinks"):
+            assert rpc.error("reports", method, {"reportId": report_id}, key=key, status=403)["code"] == -32000
+    assert rpc.error("reports", "createReport", {**MONTHLY, "name": "other", "targetIds": [tree.acme.pk],
+                                                 "emailList": ["admin@northwind-msp.test"]},
+                     key=key, status=403)["code"] == -32000
+    assert ReportSchedule.objects.count() == 1 and ReportFile.objects.count() == 1
