@@ -3,7 +3,6 @@ isolation of every route (C6)."""
 
 import hashlib
 import json
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
@@ -11,9 +10,10 @@ from django.urls import reverse
 
 from companies import api_urls
 from companies.models import ApiKey, AuditEvent, Company, CompanyStatus, CompanyType, Role, User
-from companies.services import api_key_create, api_key_revoke, company_set_assist
+from companies.services import api_key_create, api_key_revoke
 from gz_console.api import CompanyScopedAPIView
-from tests.factories import make_company, make_partner, make_user
+from tests.factories import make_user
+from tests.trees import api_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -43,34 +43,8 @@ def signed_in(user: User) -> Client:
 
 @pytest.fixture
 def tree(platform):
-    """platform
-       ├─ Northwind MSP ─┬─ Acme Dental (customer)
-       │                 ├─ Bolt Legal (customer, assist off)
-       │                 └─ Kite Sub (partner) ── Kite Bakery (customer)
-       ├─ Rivet Resellers (reseller-only partner) ── Oak Clinic (customer)
-       └─ Southgate MSP ── Pine Dairy (customer)
-    Every company has an administrator and an API key with every scope."""
-    north = make_partner(parent=platform, name="Northwind MSP")
-    acme = make_company(parent=north, name="Acme Dental")
-    bolt = make_company(parent=north, name="Bolt Legal")
-    kite_sub = make_partner(parent=north, name="Kite Sub")
-    kite_bakery = make_company(parent=kite_sub, name="Kite Bakery")
-    rivet = make_partner(parent=platform, name="Rivet Resellers", manages_security=False)
-    oak = make_company(parent=rivet, name="Oak Clinic")
-    south = make_partner(parent=platform, name="Southgate MSP")
-    pine = make_company(parent=south, name="Pine Dairy")
-    companies = [platform, north, acme, bolt, kite_sub, kite_bakery, rivet, oak, south, pine]
-    admins, keys = {}, {}
-    for company in companies:
-        slug = company.name.lower().replace(" ", "-")
-        admins[company.pk] = make_user(company=company, email=f"admin@{slug}.test")
-        keys[company.pk] = api_key_create(actor=admins[company.pk], company=company, name=f"{slug} key",
-                                          scopes=["companies", "licensing", "usage", "reports"])
-    bolt_admin = admins[bolt.pk]
-    company_set_assist(actor=bolt_admin, company=bolt, on=False)
-    return SimpleNamespace(platform=platform, north=north, acme=acme, bolt=bolt, kite_sub=kite_sub,
-                           kite_bakery=kite_bakery, rivet=rivet, oak=oak, south=south, pine=pine,
-                           companies=companies, admins=admins, keys=keys)
+    """The API tree of tests/trees.py; `keys` are (ApiKey, secret) pairs."""
+    return api_tree(platform)
 
 
 # --- C6: every route, with ids from outside the caller's view -----------------------------------------

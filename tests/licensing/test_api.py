@@ -5,7 +5,6 @@ import datetime as dt
 import json
 import re
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -20,7 +19,8 @@ from licensing.entitlements import entitlements_set, mdr_contact_set, selection_
 from licensing.models import CatalogItem, Entitlement, License, MdrContact, ModelRule, SeatPool
 from licensing.seats import license_of, reservation_set, seat_assign
 from licensing.subscriptions import subscription_set
-from tests.factories import make_company, make_partner, make_user
+from tests.factories import make_company, make_user
+from tests.trees import api_tree
 
 pytestmark = pytest.mark.django_db
 
@@ -61,39 +61,22 @@ def licensing_events() -> list[tuple]:
 
 @pytest.fixture
 def tree(platform):
-    """platform
-       ├─ Northwind MSP (resells everything, complete MDR contact)
-       │    ├─ Acme Dental (customer)
-       │    ├─ Bolt Legal (customer, assist off)
-       │    └─ Kite Sub (partner, no MDR contact) ── Kite Bakery (customer)
-       ├─ Rivet Resellers (reseller-only partner) ── Oak Clinic (customer)
-       └─ Southgate MSP ── Pine Dairy (customer)
-    Every company has an administrator and an API key with every scope."""
+    """The API tree of tests/trees.py, where Northwind MSP resells everything and has a complete MDR
+    contact and Kite Sub (no MDR contact) resells a few items; `keys` are the secrets."""
     everything = set(CatalogItem.objects.values_list("key", flat=True))
-    north = make_partner(parent=platform, name="Northwind MSP")
-    mdr_contact_set(actor=None, company=north, **FULL_MDR)
-    entitlements_set(actor=None, company=north, purpose="resell", keys=everything)
-    acme = make_company(parent=north, name="Acme Dental")
-    bolt = make_company(parent=north, name="Bolt Legal")
-    kite_sub = make_partner(parent=north, name="Kite Sub")
-    entitlements_set(actor=None, company=kite_sub, purpose="resell",
-                     keys={"endpoint_security", "edr_standalone", "a_la_carte", "secure", "patch_management"})
-    kite_bakery = make_company(parent=kite_sub, name="Kite Bakery")
-    rivet = make_partner(parent=platform, name="Rivet Resellers", manages_security=False)
-    oak = make_company(parent=rivet, name="Oak Clinic")
-    south = make_partner(parent=platform, name="Southgate MSP")
-    pine = make_company(parent=south, name="Pine Dairy")
-    companies = [platform, north, acme, bolt, kite_sub, kite_bakery, rivet, oak, south, pine]
-    admins, keys = {}, {}
-    for company in companies:
-        slug = company.name.lower().replace(" ", "-")
-        admins[company.pk] = make_user(company=company, email=f"admin@{slug}.test")
-        keys[company.pk] = api_key_create(actor=admins[company.pk], company=company, name=f"{slug} key",
-                                          scopes=["companies", "licensing", "usage", "reports"])[1]
-    company_set_assist(actor=admins[bolt.pk], company=bolt, on=False)
-    return SimpleNamespace(platform=platform, north=north, acme=acme, bolt=bolt, kite_sub=kite_sub,
-                           kite_bakery=kite_bakery, rivet=rivet, oak=oak, south=south, pine=pine,
-                           companies=companies, admins=admins, keys=keys, everything=everything)
+
+    def licensed(partner):
+        if partner.name == "Northwind MSP":
+            mdr_contact_set(actor=None, company=partner, **FULL_MDR)
+            entitlements_set(actor=None, company=partner, purpose="resell", keys=everything)
+        elif partner.name == "Kite Sub":
+            entitlements_set(actor=None, company=partner, purpose="resell",
+                             keys={"endpoint_security", "edr_standalone", "a_la_carte", "secure", "patch_management"})
+
+    tree = api_tree(platform, on_partner=licensed)
+    tree.keys = {pk: secret for pk, (_, secret) in tree.keys.items()}
+    tree.everything = everything
+    return tree
 
 
 def as_admin(tree, company: Company) -> Client:

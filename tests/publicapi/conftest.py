@@ -1,13 +1,10 @@
 import base64
-from types import SimpleNamespace
 
 import pytest
 from django.test import Client
 
-from companies.services import api_key_create, company_set_assist
-from tests.factories import make_company, make_partner, make_user
-
-ALL_SCOPES = ["companies", "licensing", "usage", "reports"]
+from companies.services import api_key_create
+from tests.trees import api_tree
 
 
 class Rpc:
@@ -51,36 +48,13 @@ def rpc(client):
 
 @pytest.fixture
 def tree(platform):
-    """platform
-       ├─ Northwind MSP ─┬─ Acme Dental (customer)
-       │                 ├─ Bolt Legal (customer, assist off)
-       │                 └─ Kite Sub (partner) ── Kite Bakery (customer)
-       ├─ Rivet Resellers (reseller-only partner) ── Oak Clinic (customer)
-       └─ Southgate MSP ── Pine Dairy (customer)
-    Every company has an administrator and a key with every scope; `scoped` makes others."""
-    north = make_partner(parent=platform, name="Northwind MSP")
-    acme = make_company(parent=north, name="Acme Dental")
-    bolt = make_company(parent=north, name="Bolt Legal")
-    kite_sub = make_partner(parent=north, name="Kite Sub")
-    kite_bakery = make_company(parent=kite_sub, name="Kite Bakery")
-    rivet = make_partner(parent=platform, name="Rivet Resellers", manages_security=False)
-    oak = make_company(parent=rivet, name="Oak Clinic")
-    south = make_partner(parent=platform, name="Southgate MSP")
-    pine = make_company(parent=south, name="Pine Dairy")
-    companies = [platform, north, acme, bolt, kite_sub, kite_bakery, rivet, oak, south, pine]
-    admins, keys = {}, {}
-    for company in companies:
-        slug = company.name.lower().replace(" ", "-")
-        admins[company.pk] = make_user(company=company, email=f"admin@{slug}.test")
-        keys[company.pk] = api_key_create(actor=admins[company.pk], company=company, name=f"{slug} key",
-                                          scopes=ALL_SCOPES)[1]
-    company_set_assist(actor=admins[bolt.pk], company=bolt, on=False)
-    bolt.refresh_from_db()
+    """The API tree of tests/trees.py; `keys` are the secrets, `scoped` makes keys with other scopes."""
+    tree = api_tree(platform)
+    tree.keys = {pk: secret for pk, (_, secret) in tree.keys.items()}
 
     def scoped(company, scopes):
-        return api_key_create(actor=admins[company.pk], company=company, name=f"scoped {scopes}",
+        return api_key_create(actor=tree.admins[company.pk], company=company, name=f"scoped {scopes}",
                               scopes=scopes)[1]
 
-    return SimpleNamespace(platform=platform, north=north, acme=acme, bolt=bolt, kite_sub=kite_sub,
-                           kite_bakery=kite_bakery, rivet=rivet, oak=oak, south=south, pine=pine,
-                           companies=companies, admins=admins, keys=keys, scoped=scoped)
+    tree.scoped = scoped
+    return tree
