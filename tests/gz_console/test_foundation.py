@@ -81,3 +81,16 @@ def test_company_task_runs_in_the_companys_schema(platform, celery_worker_proces
     result = schema_census.delay(company.pk).get(timeout=30)
     assert result == {"schema": company.schema_name, "endpoints": 1}
     assert connection.schema_name == "public"
+
+
+def test_console_sessions_run_without_jit(db):
+    """Statements over many company schemas would spend seconds compiling (docs/decisions.md)."""
+    from django.db import connections
+
+    fresh = connections.create_connection("default")  # a new session, as a web or worker process opens
+    try:
+        with fresh.cursor() as cursor:
+            cursor.execute("SHOW jit")
+            assert cursor.fetchone()[0] == "off"
+    finally:
+        fresh.close()
