@@ -182,6 +182,10 @@ class SeatAssignment(models.Model):
     first_seen_at = models.DateTimeField()  # promotion order: oldest first
     licensed_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
+    # U1 across a suspension: the seat the endpoint held before its company was suspended and
+    # reactivated (several such spells are kept as one span from the first start to the last end)
+    previously_licensed_from = models.DateTimeField(null=True, blank=True)
+    previously_licensed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

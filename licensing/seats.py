@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from companies.audit import audit_record
@@ -82,6 +83,14 @@ def pool_members(pool: SeatPool):
 def _lock_pools(*pool_ids: int) -> dict[int, SeatPool]:
     ids = sorted({i for i in pool_ids if i is not None})
     return {p.pk: p for p in SeatPool.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+
+
+def licensed_in_period_sql(*, seat: str, start: str, end: str) -> str:
+    """SQL: the seat row `seat` held a licensed seat at some time in [start, end) (U1): its current
+    spell, or the one it held before a suspension. `start`/`end` are the query's placeholders."""
+    return (f"(({seat}.licensed_at IS NOT NULL AND {seat}.licensed_at < {end} "
+            f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at >= {start})) "
+            f"OR ({seat}.previously_licensed_from < {end} AND {seat}.previously_licensed_until >= {start}))")
 
 
 # --- assignment --------------------------------------------------------------------------------------
@@ -208,10 +217,18 @@ def seats_expire_company(*, company: Company) -> int:
 
 @transaction.atomic
 def seats_revive_company(*, company: Company) -> int:
-    """A reactivated company's expired endpoints come back as trials (seats permitting, licensed)."""
+    """A reactivated company's expired endpoints come back as trials (seats permitting, licensed).
+    The seat an endpoint held before the suspension is kept as its previous spell, so the months it
+    covered still count it as licensed and the months of its trial do not (U1)."""
     now = timezone.now()
+    held_a_seat = Q(licensed_at__isnull=False)
     count = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED).update(
-        state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None, pool=pool_of(company))
+        previously_licensed_from=Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
+                                      default=F("previously_licensed_from")),
+        previously_licensed_until=Case(When(held_a_seat, then=F("expired_at")),
+                                       default=F("previously_licensed_until")),
+        licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None,
+        pool=pool_of(company))
     seat_pool_promote(pool=pool_of(company))
     return count
 

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from django.db import connection
 
 from companies.models import Company, User
+from licensing.seats import licensed_in_period_sql
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
 from usage.rollups import GATED, month_bounds
 from usage.selectors import NOT_ENABLED, usage_totals
 
 CHUNK = 200  # company schemas per UNION ALL statement
 FETCH = 2000  # rows per round trip from the server-side cursor
+LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%s", end="%s")  # end, start, end, start
 
 MODULE_LABELS = {
     "antimalware": "Antimalware", "advanced_threat_control": "Advanced Threat Control",
@@ -282,12 +284,11 @@ def _endpoint_union(chunk: list[ScopeCompany], month: dt.date) -> tuple[str, lis
             "%s::text[] AS enabled, %s::text AS product_type, m.endpoint_id, COALESCE(e.hostname, '') AS hostname, "
             "m.os_family, m.os_type, m.machine_type, m.uptime_seconds, m.modules, m.xdr_sensors, "
             "m.used_central_scan, EXISTS (SELECT 1 FROM public.licensing_seatassignment s "
-            "WHERE s.company_id = %s AND s.endpoint_id = m.endpoint_id AND s.licensed_at IS NOT NULL "
-            "AND s.licensed_at < %s AND (s.expired_at IS NULL OR s.expired_at >= %s)) AS licensed "
+            f"WHERE s.company_id = %s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH}) AS licensed "
             f"FROM {schema}.telemetry_endpointmonth m LEFT JOIN {schema}.telemetry_endpoint e ON e.id = m.endpoint_id "
             "WHERE m.month = %s")
         params += [member.id, member.name, member.lineage, list(member.enabled), member.product_type,
-                   member.id, end, start, month]
+                   member.id, end, start, end, start, month]
     return " UNION ALL ".join(parts), params
 
 

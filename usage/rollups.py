@@ -20,12 +20,14 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from companies.models import Company
+from licensing.seats import licensed_in_period_sql
 
 from .locks import ingest_lock_key
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
+LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
 
 MERGE_DAYS_SQL = f"""
 WITH batch AS (
@@ -95,8 +97,7 @@ WITH em AS (
            (m.machine_type = 'virtual' AND NOT (m.os_type = 'server' OR m.os_family = 'linux')) AS vdi,
            EXISTS (SELECT 1 FROM public.licensing_seatassignment s
                    WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
-                     AND s.licensed_at IS NOT NULL AND s.licensed_at < %(end)s
-                     AND (s.expired_at IS NULL OR s.expired_at >= %(start)s)) AS licensed
+                     AND {LICENSED_IN_MONTH}) AS licensed
     FROM telemetry_endpointmonth m WHERE m.month = %(month)s
 ), lic AS (
     SELECT *, (vs AND used_central_scan AND %(sve)s) AS sve_vs,
@@ -125,7 +126,7 @@ FIGURE_COLUMNS = ["active_endpoints", "licensed_endpoints", "endpoint_usage", "p
                   "full_disk_encryption", "edr", "integrity_monitoring", "ats", "hyperdetect", "sandbox_analyzer",
                   "sve_vs", "_vdi_seconds", "container_protection", "_xdr_sensors"]
 
-RETENTION_SQL = """
+RETENTION_SQL = f"""
 WITH tiers AS (SELECT * FROM unnest(%(keys)s::text[], %(ranks)s::int[], %(enabled)s::timestamptz[],
                                     %(disabled)s::timestamptz[]) AS t(key, rank, enabled_at, disabled_at)),
 charged AS (
@@ -135,8 +136,7 @@ charged AS (
     FROM telemetry_endpointmonth m
     WHERE m.month = %(month)s AND EXISTS (
         SELECT 1 FROM public.licensing_seatassignment s
-        WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id AND s.licensed_at IS NOT NULL
-          AND s.licensed_at < %(end)s AND (s.expired_at IS NULL OR s.expired_at >= %(start)s))
+        WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH})
 )
 SELECT tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier
 """
