@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from companies.audit import audit_record
 from companies.models import Company, CompanyType, PartnerPlan, User
+from usage.models import MonthClose
 
 from .connectwise import ConnectWiseClient, Credentials, PsaError
 from .crypto import SecretUnreadable, decrypt, encrypt
@@ -312,8 +313,9 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         # one sync per company-month at a time: a second worker waits here and then sees the id
         addition = PsaAddition.objects.select_for_update().get(company=company, month=month)
         if addition.addition_ref is not None and addition.quantity == count and not force:
-            if month < month_start(now) and (addition.synced_at is None or addition.synced_at.date() < now.date()):
-                # a month that has ended, already right: its final push is done
+            closed_at = _closed_at(month)
+            if closed_at is not None and (addition.synced_at is None or addition.synced_at < closed_at):
+                # a closed month, already right: its final push is done
                 addition.synced_at = now
                 addition.save(update_fields=["synced_at"])
             return None
@@ -382,10 +384,17 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
     attempt.http_status = client.last_status
 
 
+def _closed_at(month: dt.date) -> dt.datetime | None:
+    """When the month close (U12) froze `month`'s figures, or None while it is still open."""
+    return MonthClose.objects.filter(month=month).values_list("finalized_at", flat=True).first()
+
+
 def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
     """B3: the company-months to push now: every mapped, eligible company of every partner allowed
-    to sync, for the current month; and, once after a month ends, the final count of the month
-    before. The four-hour rule and "nothing changed" are decided by addition_sync."""
+    to sync, for the current month; and, once the month before is closed (U12: its figures are
+    final from then on), its final count. Pushing it at midnight instead would miss what the
+    rollups merge between midnight and the close, and nothing would correct it afterwards.
+    The four-hour rule and "nothing changed" are decided by addition_sync."""
     now = now or timezone.now()
     current = month_start(now)
     previous = month_start(current - dt.timedelta(days=1))
@@ -398,10 +407,11 @@ def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
                 .filter(company__parent_id=F("connection__company_id"))
                 .values_list("company_id", flat=True))
     due = [(company_id, current.isoformat()) for company_id in mappings]
-    final = (PsaAddition.objects.filter(month=previous, addition_ref__isnull=False,
-                                        synced_at__lt=dt.datetime(current.year, current.month, 1, tzinfo=dt.UTC))
-             .values_list("company_id", flat=True))
-    due += [(company_id, previous.isoformat()) for company_id in final]
+    closed_at = _closed_at(previous)
+    if closed_at is not None:
+        final = (PsaAddition.objects.filter(month=previous, addition_ref__isnull=False, synced_at__lt=closed_at)
+                 .values_list("company_id", flat=True))
+        due += [(company_id, previous.isoformat()) for company_id in final]
     return due
 
 

@@ -27,6 +27,7 @@ from licensing.models import License
 from tests.factories import make_company, make_partner
 from tests.integrations.conftest import AGREEMENT_TYPE, PRODUCT, set_active
 from tests.integrations.fake_connectwise import API
+from usage.models import MonthClose
 
 pytestmark = pytest.mark.django_db
 
@@ -271,8 +272,35 @@ def test_B3_sync_due_takes_mapped_companies_and_closes_the_previous_month(billin
     last_push = dt.datetime(previous.year, previous.month, 28, tzinfo=dt.UTC)
     PsaAddition.objects.create(company=billing.alpha, month=previous, agreement_ref=billing.alpha_agreement["id"],
                                addition_ref=1, quantity=4, synced_at=last_push)
+    # the month before is pushed a last time only once it is closed (U12)
+    assert sorted(sync_due()) == [(billing.alpha.pk, month.isoformat())]
+    MonthClose.objects.create(month=previous)
     assert sorted(sync_due()) == sorted([(billing.alpha.pk, month.isoformat()),
                                          (billing.alpha.pk, previous.isoformat())])
+
+
+def test_B3_U12_the_final_count_of_a_month_is_pushed_after_its_close(billing, cw):
+    """Heartbeats of the month's last minutes are rolled up after midnight, before the close: the
+    final push waits for the close, so the PSA ends with the figure the report bills."""
+    _map(billing, billing.alpha, billing.cw_alpha)
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    first = billing.month
+    set_active(billing.alpha, previous, 4)
+    last_day = dt.datetime(first.year, first.month, 1, tzinfo=dt.UTC) - dt.timedelta(hours=4, minutes=40)
+    assert addition_sync(company_id=billing.alpha.pk, month=previous, now=last_day).operation == "create"
+    at_0020 = dt.datetime(first.year, first.month, 1, 0, 20, tzinfo=dt.UTC)
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0020)  # not closed yet
+    assert addition_sync(company_id=billing.alpha.pk, month=previous, now=at_0020) is None
+    set_active(billing.alpha, previous, 7)  # what the rollups merged before the close
+    MonthClose.objects.create(month=previous)
+    MonthClose.objects.filter(month=previous).update(finalized_at=at_0020 + dt.timedelta(minutes=10))  # 00:30
+    at_0120 = at_0020 + dt.timedelta(hours=1)
+    assert (billing.alpha.pk, previous.isoformat()) in sync_due(now=at_0120)
+    final = addition_sync(company_id=billing.alpha.pk, month=previous, now=at_0120)
+    assert (final.operation, final.quantity) == ("update", 7)
+    assert [a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]] == [7]
+    # done: the month is not due again
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0120 + dt.timedelta(hours=5))
 
 
 def test_query_counts_stay_flat(billing, cw):
