@@ -352,7 +352,11 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
         if mapping.state != MappingState.OK:
             raise NotSynced(mapping.state_detail)
     if addition.agreement_ref not in (None, mapping.agreement_ref):
-        # the partner mapped the company to another agreement: its additions start there
+        # the partner mapped the company to another agreement: the month's addition moves there, and
+        # the one on the old agreement is set to 0 first so the month is never billed twice (B4)
+        if addition.addition_ref is not None:
+            client.addition_update_quantity(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
+                                            quantity=0)
         addition.addition_ref = None
     addition.agreement_ref = mapping.agreement_ref
     description = addition_description(company=company, month=month)

@@ -369,3 +369,19 @@ def test_B4_4xx_and_network_failures_are_logged_and_retryable(billing, cw):
     down = addition_sync(company_id=billing.alpha.pk, month=billing.month)
     assert down.outcome == "failed" and down.http_status is None and "could not be reached" in down.answer
     assert not PsaAddition.objects.get(company=billing.alpha).addition_ref
+
+
+def test_B4_remapping_to_another_agreement_leaves_the_month_billed_once(billing, cw):
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 5)
+    assert addition_sync(company_id=billing.alpha.pk, month=billing.month).operation == "create"
+    plus = cw.add_agreement(billing.cw_alpha, "Managed Security Plus")
+    _map(billing, billing.alpha, billing.cw_alpha, agreement_type="Managed Security Plus")
+    set_active(billing.alpha, billing.month, 6)
+    moved = addition_sync(company_id=billing.alpha.pk, month=billing.month, force=True)
+    assert (moved.outcome, moved.operation, moved.quantity) == ("ok", "create", 6)
+    description = addition_description(company=billing.alpha, month=billing.month)
+    # the old agreement's addition is set to 0, the new one carries the count
+    assert [(a["quantity"], a["description"]) for a in cw.additions[billing.alpha_agreement["id"]]] == [
+        (0, description)]
+    assert [(a["quantity"], a["description"]) for a in cw.additions[plus["id"]]] == [(6, description)]
