@@ -134,6 +134,8 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="GZ Console <console@
 # R5: a report email that fails is retried with back-off: base, 2x, 4x ... for this many attempts in all
 REPORT_SEND_ATTEMPTS = env.int("REPORT_SEND_ATTEMPTS", default=5)
 REPORT_SEND_RETRY_SECONDS = env.int("REPORT_SEND_RETRY_SECONDS", default=60)
+# a scheduled report waits for its month's close (U12) and looks again this often
+REPORT_MONTH_CLOSE_WAIT_SECONDS = env.int("REPORT_MONTH_CLOSE_WAIT_SECONDS", default=600)
 
 # --- Django --------------------------------------------------------------------------------------
 MIDDLEWARE = [

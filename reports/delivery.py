@@ -36,6 +36,7 @@ from django.utils import timezone
 from companies.access import in_subtree
 from companies.models import Company, CompanyStatus, User
 from companies.selectors import companies_with_accounts_managed_by
+from usage.models import MonthClose
 
 from .models import (
     DeliveryStatus,
@@ -357,6 +358,19 @@ def _report_for(run: ReportRun, recipient: User):
 
     return report_build(actor=recipient, company=run.company, month=run.month, kind=run.kind,
                         options=report_options_from(run.options))
+
+
+def report_run_waits_for_close(*, run_id: int, countdown: int) -> bool:
+    """R5/U12: a scheduled run sends its month once the month is closed, so the emailed figures are
+    the frozen ones and whatever arrives later shows as a late adjustment in the next report. Until
+    then it waits; its page shows when it looks again. True when it has to wait."""
+    run = ReportRun.objects.filter(pk=run_id).values("schedule_id", "month", "status").first()
+    if run is None or run["schedule_id"] is None or run["status"] == RunStatus.SENT:
+        return False
+    if MonthClose.objects.filter(month=run["month"]).exists():
+        return False
+    ReportRun.objects.filter(pk=run_id).update(next_retry_at=timezone.now() + dt.timedelta(seconds=countdown))
+    return True
 
 
 def report_run_deliver(*, run_id: int, final_attempt: bool = False) -> DeliverOutcome:

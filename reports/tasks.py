@@ -37,8 +37,16 @@ def schedule_due(self, schedule_id: int, fired_at: str | None = None) -> dict | 
 @shared_task(name="reports.run_deliver", bind=True, acks_late=True, max_retries=None)
 def run_deliver(self, run_id: int) -> dict:
     """Send a run; a failed send is retried with back-off (1, 2, 4, 8 ... times the base delay)."""
-    from .delivery import report_run_deliver, report_run_retry_planned
+    from .delivery import report_run_deliver, report_run_retry_planned, report_run_waits_for_close
+    from .models import ReportRun
 
+    wait = settings.REPORT_MONTH_CLOSE_WAIT_SECONDS
+    if report_run_waits_for_close(run_id=run_id, countdown=wait):
+        # a new task, not a retry: waiting for the close spends none of the send attempts
+        run_deliver.apply_async((run_id,), countdown=wait)
+        return {"waiting_for_month_close": True}
+    if not ReportRun.objects.filter(pk=run_id).exists():
+        return {"gone": True}  # its schedule and runs were deleted meanwhile
     attempts = settings.REPORT_SEND_ATTEMPTS
     final = self.request.retries + 1 >= attempts
     try:

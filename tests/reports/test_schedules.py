@@ -20,6 +20,7 @@ from reports.models import DeliveryStatus, ReportDelivery, ReportFile, ReportRun
 from reports.schedules import schedule_create, schedule_delete, schedule_pause, schedule_update
 from tests.factories import PASSWORD, make_user
 from tests.reports.test_delivery import build, free_port, media, smtp, smtp_start  # noqa: F401 - fixtures
+from usage.models import MonthClose
 
 # The Celery worker (tests/conftest.py celery_worker_process) starts once per session with this
 # process's environment, and its email settings come from EMAIL_URL. Modules are collected before
@@ -218,6 +219,27 @@ def test_R5_two_workers_delivering_the_same_run_send_once(platform, smtp, media)
     assert run.status == RunStatus.SENT
 
 
+@pytest.mark.django_db
+def test_R5_U12_a_scheduled_run_waits_for_its_month_to_be_closed(platform, smtp, media):  # noqa: F811
+    """A schedule firing before the month close (a schedule at 00:00, or a late close) does not
+    email figures that the close may still change: it waits, then sends the frozen ones."""
+    from reports.tasks import run_deliver
+
+    tree = build(platform)
+    schedule = schedule_create(actor=tree.p_admin, data=_data(tree, day_of_month=1, hour=0))
+    run = schedule_run_due(schedule_id=schedule.pk, fired_at=dt.datetime(2026, 12, 1, 0, 0, 5, tzinfo=dt.UTC))
+    assert run_deliver.apply(args=[run.pk]).get() == {"waiting_for_month_close": True}
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and run.next_retry_at is not None and run.attempts == 0
+    assert smtp.messages == []
+
+    MonthClose.objects.create(month=run.month)
+    assert run_deliver.apply(args=[run.pk]).get()["sent"] == 2
+    run.refresh_from_db()
+    assert run.status == RunStatus.SENT
+    assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == ["admin@a.test", "admin@p.test"]
+
+
 @pytest.fixture
 def worker_smtp():
     """The SMTP server the Celery worker sends to (EMAIL_URL above)."""
@@ -249,6 +271,7 @@ def test_R5_beat_due_task_fired_twice_at_month_start_sends_one_email_per_recipie
     schedule = schedule_create(actor=tree.p_admin, data=_data(tree))
     task = schedule.periodic_task
     PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=dt.datetime(2026, 11, 1, 6, 0, 5, tzinfo=dt.UTC))
+    MonthClose.objects.create(month=dt.date(2026, 11, 1))  # the close ran at 00:30, before the 06:00 schedule
 
     with freeze_time(MONTH_START, tick=True):
         fired = [_fire(app, task.name) for _ in range(2)]  # two beat processes
