@@ -34,7 +34,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from companies.access import in_subtree
-from companies.models import Company, CompanyStatus, User
+from companies.models import Company, CompanyStatus, Role, User
 from companies.selectors import companies_with_accounts_managed_by
 from usage.models import MonthClose
 
@@ -498,8 +498,12 @@ def report_run_retry_now(*, actor: User, run: ReportRun) -> ReportRun:
 # --- Reads for the pages ---------------------------------------------------------------------------------
 
 def report_runs_visible(*, actor: User) -> QuerySet[ReportRun]:
-    """Runs of the actor's company about companies still in its subtree (C6)."""
-    return (ReportRun.objects.filter(owner=actor.company, company__lineage__startswith=actor.company.lineage)
+    """Runs of the actor's company about companies still in its subtree (C6). Schedules and their
+    runs are for administrators (A2); anyone else sees the runs they sent themselves."""
+    runs = ReportRun.objects.filter(owner=actor.company, company__lineage__startswith=actor.company.lineage)
+    if actor.role != Role.COMPANY_ADMIN:
+        runs = runs.filter(requested_by=actor, schedule__isnull=True)
+    return (runs
             .select_related("company", "schedule", "requested_by")
             .annotate(recipients_count=Count("deliveries"),
                       sent_count=Count("deliveries", filter=Q(deliveries__status=DeliveryStatus.SENT)))

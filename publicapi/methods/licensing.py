@@ -55,6 +55,12 @@ def _selection(keys: set[str], kinds: dict[str, str], *, resell: bool) -> dict:
             "addons": addons}
 
 
+def _owner_in_view(ctx: RpcContext, owner_id: int) -> bool:
+    from companies.models import Company
+
+    return Company.objects.filter(pk=owner_id, lineage__startswith=ctx.company.lineage).exists()
+
+
 @rpc_method("licensing", "getLicenseInfo", scopes=(ApiKeyScope.LICENSING,))
 def get_license_info(ctx: RpcContext, params: dict) -> dict:
     p = Params(params, allowed=("companyId", "returnAllProducts"))
@@ -84,7 +90,8 @@ def get_license_info(ctx: RpcContext, params: dict) -> dict:
         # GZ Console additions
         "availableToReserve": summary["available_to_reserve"],
         "seats": counts,
-        "poolOwnerId": str(pool.owner_id),
+        # C6: a pool owned above the caller (its partner, the platform) is not named, as in REST
+        "poolOwnerId": str(pool.owner_id) if _owner_in_view(ctx, pool.owner_id) else None,
     }
     if company.type == CompanyType.PARTNER and summary["resell"] is not None:
         info["resell"] = _selection(summary["resell"].keys, kinds, resell=True)

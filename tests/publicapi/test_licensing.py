@@ -191,6 +191,9 @@ def test_L1_S1_license_info(rpc, fleet):
     assert "patchManagement" in info["ownUse"]["addons"]
     partner = rpc.result("licensing", "getLicenseInfo", {}, key=fleet.keys[fleet.north.pk])
     assert partner["resell"]["productTypes"] == [0, 1]
+    # C6: Acme's own pool is named; Northwind's pool belongs to the platform above it and is not
+    assert info["poolOwnerId"] == str(fleet.acme.pk)
+    assert partner["poolOwnerId"] is None
 
 
 def test_L1_L6_S3_set_monthly_subscription(rpc, fleet):

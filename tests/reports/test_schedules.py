@@ -308,3 +308,21 @@ def test_R5_beat_due_task_fired_twice_at_month_start_sends_one_email_per_recipie
     downloaded = b"".join(download.streaming_content).decode()
     assert downloaded.replace("\r\n", "\n") == sent_csv.replace("\r\n", "\n")
     assert downloaded.count("host-") == 3  # the partner may see Customer A's endpoints
+
+
+@pytest.mark.django_db
+def test_A2_C6_a_schedule_run_is_for_administrators_only(platform, client, smtp, media):  # noqa: F811
+    """A reporter may send a report and follow that run, but a schedule's runs (recipients and
+    all) answer 404 and cannot be sent again by anyone but an administrator."""
+    tree = build(platform)
+    schedule = schedule_create(actor=tree.p_admin, data=_data(tree, name="Board pack"))
+    run = schedule_run_due(schedule_id=schedule.pk, fired_at=MONTH_START)
+    ReportRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED)
+    client.force_login(tree.p_reporter)
+    assert client.get(f"/reports/runs/{run.pk}").status_code == 404
+    assert client.post(f"/reports/runs/{run.pk}/retry").status_code == 404
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    client.force_login(tree.p_admin)
+    page = client.get(f"/reports/runs/{run.pk}")
+    assert page.status_code == 200 and "Board pack" in page.content.decode()
