@@ -31,6 +31,9 @@ def _required(name: str, dev_default: str) -> str:
 SECRET_KEY = _required("SECRET_KEY", "dev-only-insecure-key-do-not-use-in-production-0123456789")
 # PSA keys are encrypted at rest with this Fernet key; without it, a key derived from SECRET_KEY
 FIELD_ENCRYPTION_KEY = env.str("FIELD_ENCRYPTION_KEY", default="")
+# The PSA site a partner enters is called by the server: in production only public addresses, so a
+# partner cannot make the console reach services on its own machine or network
+PSA_ALLOW_PRIVATE_ADDRESSES = env.bool("PSA_ALLOW_PRIVATE_ADDRESSES", default=not PRODUCTION)
 DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 if PRODUCTION and not ALLOWED_HOSTS:

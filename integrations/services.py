@@ -7,7 +7,9 @@ earlier whose answer was lost, so a retry or a re-run updates instead of creatin
 """
 
 import datetime as dt
+import ipaddress
 import logging
+import socket
 import urllib.parse
 
 from django.conf import settings
@@ -51,11 +53,19 @@ def addition_description(*, company: Company, month: dt.date) -> str:
     return f"GZ Console endpoints {month:%Y-%m} (company {company.pk})"
 
 
+class KeysUnreadable(PsaError):
+    """The stored keys were encrypted with another key (SECRET_KEY or FIELD_ENCRYPTION_KEY changed)."""
+
+
 def client_for(connection: PsaConnection, **options) -> ConnectWiseClient:
+    # checked again at each use: a name can be pointed elsewhere after it was saved
+    refused = _private_address(urllib.parse.urlsplit(connection.site).hostname or "")
+    if refused:
+        raise PsaError(refused, retryable=False)
     try:
         public_key, private_key = decrypt(connection.public_key_encrypted), decrypt(connection.private_key_encrypted)
     except SecretUnreadable as error:
-        raise PsaError(str(error), retryable=False) from None
+        raise KeysUnreadable(str(error), retryable=False) from None
     return ConnectWiseClient(Credentials(site=connection.site, company_id=connection.psa_company_id,
                                          public_key=public_key, private_key=private_key,
                                          client_id=connection.client_id), **options)
@@ -73,6 +83,23 @@ def _validate_site(site: str) -> str | None:
         return "Enter the address of your ConnectWise site, like https://na.myconnectwise.net."
     if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not settings.DEBUG:
         return "Use an https:// address: the keys must not travel unencrypted."
+    return _private_address(parts.hostname)
+
+
+def _private_address(hostname: str) -> str | None:
+    """Refuse a site that resolves to this machine or a private network (unless the settings allow
+    it, as outside production): the console calls the address on the partner's behalf."""
+    if settings.PSA_ALLOW_PRIVATE_ADDRESSES:
+        return None
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+    except (OSError, UnicodeError):
+        return f"The address {hostname} could not be found. Check the site address."
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if not ip.is_global or ip.is_multicast:
+            return (f"The address {hostname} is on a private network or this machine; the console only "
+                    "calls public ConnectWise sites.")
     return None
 
 
@@ -121,8 +148,8 @@ def connection_save(*, actor: User, partner: Company, site: str, psa_company_id:
 
 def connection_test(*, connection: PsaConnection) -> PsaConnection:
     """Ask the PSA who it is with the stored credentials and keep what it answered."""
-    client = client_for_test(connection)
     try:
+        client = client_for_test(connection)
         info = client.system_info() if client else {}
     except PsaError as error:
         ok, answer = False, error.answer
@@ -139,9 +166,10 @@ def connection_test(*, connection: PsaConnection) -> PsaConnection:
 
 
 def client_for_test(connection: PsaConnection) -> ConnectWiseClient | None:
+    """The client for "test connection"; None when the stored keys cannot be read."""
     try:
         return client_for(connection, timeout=10.0, max_wait_seconds=10.0)
-    except PsaError:
+    except KeysUnreadable:
         return None
 
 

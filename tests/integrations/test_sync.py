@@ -160,6 +160,25 @@ def test_connection_fields_are_validated_by_name(billing):
     assert set(error.value.message_dict) == {"site", "psa_company_id", "private_key"}
 
 
+@pytest.mark.parametrize("site", ["http://127.0.0.1:8000", "https://localhost", "https://10.1.2.3",
+                                  "https://169.254.169.254", "https://[::1]", "https://192.168.0.10:8443"])
+def test_B1_X2_in_production_the_site_must_be_a_public_address(billing, cw, settings, site):
+    """The console calls the site on the partner's behalf: it must not reach this machine or a
+    private network (a partner could otherwise read internal services through "test connection")."""
+    settings.PSA_ALLOW_PRIVATE_ADDRESSES = False
+    with pytest.raises(ValidationError) as error:
+        connection_save(actor=billing.admin, partner=billing.partner, site=site, psa_company_id=cw.company_id,
+                        client_id="c", public_key="p", private_key="k")
+    assert "private network" in error.value.message_dict["site"][0]
+    # a connection saved earlier that now points inward is refused at use, and nothing is sent
+    before = len(cw.calls("GET"))
+    result = connection_test(connection=billing.connection)
+    assert result.last_test_ok is False and "private network" in result.last_test_answer
+    assert len(cw.calls("GET")) == before
+    connection_save(actor=billing.admin, partner=billing.partner, site="https://93.184.216.34",
+                    psa_company_id=cw.company_id, client_id="c", public_key="p", private_key="k")
+
+
 # --- B2 ------------------------------------------------------------------------------------------------
 
 def test_B2_basic_plan_partner_cannot_enable_and_nothing_is_sent(billing, cw, platform):
