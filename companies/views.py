@@ -11,6 +11,8 @@ from django.urls import reverse
 from django.views import View
 from django_tenants.utils import tenant_context
 
+from licensing.forms import LicenseForm
+
 from . import services
 from .access import (
     access_company_network,
@@ -33,8 +35,6 @@ from .company_forms import (
     apply_service_errors,
 )
 from .models import ApiKey, CompanyType, Role, User
-from licensing.forms import LicenseForm
-
 from .selectors import (
     access_company,
     companies_with_accounts_managed_by,
@@ -355,7 +355,8 @@ class MyCompanyView(PageView):
             form = CompanyDetailsForm(initial={f: getattr(company, f) for f in
                                                ("name", "country", "field_of_activity", "address", "phone")})
         if mdr_form is None:
-            mdr_form = MdrContactForm(initial={f: getattr(contact, f) for f in MdrContact.REQUIRED} if contact else None)
+            initial = {f: getattr(contact, f) for f in MdrContact.REQUIRED} if contact else None
+            mdr_form = MdrContactForm(initial=initial)
         return render(request, "companies/my_company.html", {
             "company": company, "form": form, "mdr_form": mdr_form,
             "mdr_complete": contact is not None and contact.is_complete,
@@ -444,9 +445,9 @@ class AccountActionView(PageView):
                 services.user_reset_two_factor(actor=request.user, user=target)
             elif action == "role":
                 form = RoleForm(request.POST)
-                if not form.is_valid():
-                    raise ValidationError({"role": "Choose a role from the list."})
-                services.user_update(actor=request.user, user=target, role=form.cleaned_data["role"])
+                role = form.cleaned_data["role"] if form.is_valid() else None
+                # an unknown role reaches the service, which refuses it naming the field
+                services.user_update(actor=request.user, user=target, role=role)
             else:
                 raise Http404
         except ValidationError as error:
