@@ -222,6 +222,12 @@ def test_A2_roles_change_and_non_admins_cannot_manage(client, msp, msp_admin):
     client.post(reverse("accounts:action", args=[reporter.pk, "role"]), {"role": Role.NETWORK_ADMIN})
     reporter.refresh_from_db()
     assert reporter.role == Role.NETWORK_ADMIN
+    # X2: a role that does not exist is refused with the field's message, nothing changes
+    response = client.post(reverse("accounts:action", args=[reporter.pk, "role"]), {"role": "overlord"},
+                           follow=True)
+    assert "Choose a role from the list." in response.content.decode()
+    reporter.refresh_from_db()
+    assert reporter.role == Role.NETWORK_ADMIN
     client.force_login(reporter)
     customer = make_company(parent=msp)
     assert client.get(reverse("companies:add")).status_code == 403
