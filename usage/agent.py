@@ -114,12 +114,26 @@ def install_token_rotate(*, actor: User | None, company: Company) -> InstallToke
 
 # --- registration and credentials (T1, T7) ---------------------------------------------------------------
 
+def _unstorable(value: str) -> str | None:
+    """What makes a string impossible to store as text (PostgreSQL takes no NUL; JSON can carry
+    lone surrogates that are not characters), or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character."
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (a lone surrogate is not)."
+    return None
+
+
 def _text(payload: dict, name: str, max_length: int, errors: dict[str, str]) -> str:
     value = payload.get(name)
     if not isinstance(value, str) or not value.strip():
         errors[name] = "required: a non-empty string."
     elif len(value) > max_length:
         errors[name] = f"at most {max_length} characters."
+    elif problem := _unstorable(value):
+        errors[name] = problem
     return value if isinstance(value, str) else ""
 
 
@@ -380,8 +394,12 @@ def heartbeats_ingest(*, company: Company, endpoint_id: uuid.UUID, items: list, 
 
 # --- mailbox inventory (U14, U15) ------------------------------------------------------------------------
 
+# one mailbox's emails in one report; far above any real traffic, far below what the bigint sums hold
+MAX_EMAILS_PER_REPORT = 1_000_000_000
+
+
 def _count(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_EMAILS_PER_REPORT
 
 
 def _mailbox_rows(mailboxes: Any, errors: dict[str, str]) -> dict[str, list]:
@@ -404,13 +422,18 @@ def _mailbox_rows(mailboxes: Any, errors: dict[str, str]) -> dict[str, list]:
         box_errors: dict[str, str] = {}
         if not isinstance(box_id, str) or not box_id.strip() or len(box_id) > 200:
             box_errors[f"{at}.id"] = "required: a non-empty string of at most 200 characters."
+        elif problem := _unstorable(box_id):
+            box_errors[f"{at}.id"] = problem
         if primary is not True and primary is not False:
             box_errors[f"{at}.primary"] = f"must be true or false, not {_describe(primary)}."
         if not isinstance(object_class, str) or len(object_class) > 64:
             box_errors[f"{at}.object_class"] = "must be a string of at most 64 characters (may be empty)."
+        elif problem := _unstorable(object_class):
+            box_errors[f"{at}.object_class"] = problem
         for name, value in (("emails_sent", sent), ("emails_received", received)):
             if not _count(value):
-                box_errors[f"{at}.{name}"] = f"must be a whole number, 0 or more, not {_describe(value)}."
+                box_errors[f"{at}.{name}"] = (f"must be a whole number from 0 to {MAX_EMAILS_PER_REPORT:,}, "
+                                              f"not {_describe(value)}.")
         if box_errors:
             errors.update(box_errors)
             continue
@@ -434,8 +457,8 @@ WITH stored AS (
                          THEN EXCLUDED."primary" ELSE m."primary" END,
         object_class = CASE WHEN EXCLUDED.last_observed_at >= m.last_observed_at
                             THEN EXCLUDED.object_class ELSE m.object_class END,
-        emails_sent = m.emails_sent + EXCLUDED.emails_sent,
-        emails_received = m.emails_received + EXCLUDED.emails_received,
+        emails_sent = LEAST(m.emails_sent::numeric + EXCLUDED.emails_sent, 1000000000000000)::bigint,
+        emails_received = LEAST(m.emails_received::numeric + EXCLUDED.emails_received, 1000000000000000)::bigint,
         last_observed_at = GREATEST(m.last_observed_at, EXCLUDED.last_observed_at)
     RETURNING 1
 ), pending AS (

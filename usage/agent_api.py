@@ -229,6 +229,8 @@ def json_body(request) -> Any:
         return json.loads(body)
     except ValueError as error:
         raise ValidationError({"body": f"malformed JSON: {error}."}) from error
+    except RecursionError as error:
+        raise ValidationError({"body": "malformed JSON: nested too deeply."}) from error
 
 
 class AgentView(APIView):

@@ -145,7 +145,7 @@ MAILBOX_SQL = """
 SELECT count(*) FILTER (WHERE product = 'exchange'),
        count(*) FILTER (WHERE product = 'email' AND "primary"
                         AND lower(COALESCE(object_class, '')) IN ('', 'user')
-                        AND emails_sent + emails_received > 0)
+                        AND (emails_sent > 0 OR emails_received > 0))
 FROM telemetry_mailboxmonth WHERE month = %(month)s
 """
 

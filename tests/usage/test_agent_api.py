@@ -539,3 +539,50 @@ def test_openapi_schema_documents_the_agent_protocol(client, platform):
         assert path in schema["paths"], path
     assert set(schema["paths"]["/api/agent/v1/heartbeats"]["post"]["responses"]) >= {"200", "401", "413"}
     assert schema["components"]["securitySchemes"]["agentToken"]["scheme"] == "bearer"
+
+
+# --- inputs a database cannot store are refused, not crashed on (T6, X2) ------------------------------
+
+@pytest.mark.parametrize("hostname", ["web\u0000", "web\ud800"])
+def test_T6_X2_text_that_cannot_be_stored_is_refused_naming_the_field(client, company, hostname):
+    response = register(client, company, hostname=hostname)
+    assert response.status_code == 400
+    assert "hostname" in response.json()["errors"]
+    with tenant_context(company):
+        assert not Endpoint.objects.exists()
+
+
+def test_T6_X2_deeply_nested_json_is_a_malformed_body(client, company):
+    _, token = agent(client, company)
+    response = post(client, HEARTBEATS, None, token, raw="[" * 200_000 + "]" * 200_000)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["errors"]["body"][0]
+
+
+def test_U15_X2_mailbox_counts_are_bounded_and_sums_never_overflow(client, company):
+    from usage.agent import MAX_EMAILS_PER_REPORT
+    from usage.models import CompanyMonthUsage
+    from usage.rollups import usage_company_rollup
+
+    _, token = agent(client, company)
+    too_many = mailbox_report(mailboxes=[{"id": "a\u0000", "primary": True, "emails_sent": 2**63},
+                                         {"id": "b@x.test", "primary": True, "object_class": "u\u0000"}])
+    response = post(client, MAILBOXES, too_many, token)
+    assert response.status_code == 400
+    assert {"mailboxes[0].id", "mailboxes[0].emails_sent", "mailboxes[1].object_class"} <= set(
+        response.json()["errors"])
+    assert mailboxes(company) == {}
+    # the largest counts keep a valid figure however often they come, and the rollup still runs
+    big = {"id": "ann@x.test", "primary": True, "object_class": "user", "emails_sent": MAX_EMAILS_PER_REPORT,
+           "emails_received": MAX_EMAILS_PER_REPORT}
+    assert post(client, MAILBOXES, mailbox_report(mailboxes=[big] * 10_000), token).status_code == 200
+    assert mailboxes(company)["ann@x.test"].emails_sent == 10_000 * MAX_EMAILS_PER_REPORT
+    with tenant_context(company):
+        MailboxMonth.objects.update(emails_sent=2**63 - 10, emails_received=2**63 - 10)
+    assert post(client, MAILBOXES, mailbox_report(mailboxes=[big]), token).status_code == 200
+    assert mailboxes(company)["ann@x.test"].emails_sent == 10**15  # saturated, not overflowed
+    with tenant_context(company):
+        MailboxMonth.objects.update(emails_sent=2**63 - 10, emails_received=2**63 - 10)
+    month = timezone.now().date().replace(day=1)
+    usage_company_rollup(company_id=company.pk, months=[month])  # no bigint overflow in the figures
+    assert CompanyMonthUsage.objects.filter(company=company, month=month).exists()
