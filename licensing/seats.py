@@ -98,10 +98,14 @@ def licensed_in_period_sql(*, seat: str, start: str, end: str) -> str:
 @transaction.atomic
 def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | None = None) -> SeatInfo:
     """T1/L4/T7: the endpoint's seat. A known endpoint keeps what it has; a new one takes a free
-    seat from its pool with one conditional UPDATE, or enters trial until the end of next month."""
+    seat from its pool with one conditional UPDATE, or enters trial until the end of next month.
+    An endpoint whose trial ran out registering again (a reinstall after seats were bought) takes
+    a free seat if there is one; it gets no second trial."""
     now = now or timezone.now()
     existing = SeatAssignment.objects.filter(company=company, endpoint_id=endpoint_id).first()
     if existing is not None:
+        if existing.state == SeatState.EXPIRED and company.status == CompanyStatus.ACTIVE:
+            return _seat_retake(company=company, assignment=existing, now=now)
         return SeatInfo(existing.state, existing.trial_ends_on)
     if company.status != CompanyStatus.ACTIVE:
         SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool_of(company),
@@ -119,6 +123,30 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
     SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool, state=SeatState.TRIAL,
                                   trial_ends_on=ends, first_seen_at=now)
     return SeatInfo(SeatState.TRIAL, ends)
+
+
+def _seat_retake(*, company: Company, assignment: SeatAssignment, now: dt.datetime) -> SeatInfo:
+    pool = pool_of(company)
+    took = SeatPool.objects.filter(pk=pool.pk).filter(
+        Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))
+    ).update(used=F("used") + 1)
+    if not took:
+        return SeatInfo(SeatState.EXPIRED, None)
+    held_a_seat = Q(licensed_at__isnull=False)
+    moved = SeatAssignment.objects.filter(pk=assignment.pk, state=SeatState.EXPIRED).update(
+        previously_licensed_from=Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
+                                      default=F("previously_licensed_from")),
+        previously_licensed_until=Case(When(held_a_seat, then=F("expired_at")),
+                                       default=F("previously_licensed_until")),
+        state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None, pool=pool)
+    if not moved:  # a concurrent registration of the same machine took the seat first
+        SeatPool.objects.filter(pk=pool.pk).update(used=F("used") - 1)
+        assignment.refresh_from_db()
+        return SeatInfo(assignment.state, assignment.trial_ends_on)
+    audit_record(actor=None, company=company, action="license.seat_retake", obj=assignment,
+                 before={"state": SeatState.EXPIRED}, after={"state": SeatState.LICENSED,
+                                                            "endpoint_id": str(assignment.endpoint_id)})
+    return SeatInfo(SeatState.LICENSED, None)
 
 
 def seat_state(*, company: Company, endpoint_id: uuid.UUID) -> SeatInfo | None:

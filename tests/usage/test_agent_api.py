@@ -267,6 +267,26 @@ def test_T5_trial_end_answer(client, company):
     assert len(stored(company)) == 1
 
 
+def test_L4_T5_T7_an_expired_endpoint_reinstalled_after_seats_are_bought_takes_one(client, company):
+    """Its trial ran out with no seat; the MSP buys seats and reinstalls the agent: the machine is
+    licensed, takes one seat however often it registers, and gets no second trial."""
+    reservation_set(actor=None, company=company, seats=0)
+    hardware = f"hw-{uuid.uuid4()}"
+    assert register(client, company, hardware_id=hardware).json()["seat"]["state"] == "trial"
+    SeatAssignment.objects.filter(company=company).update(trial_ends_on=timezone.now().date() - dt.timedelta(days=1))
+    seats_expire_trials(today=timezone.now().date())
+    assert register(client, company, hardware_id=hardware).json()["seat"]["state"] == "expired"  # no seat yet
+
+    reservation_set(actor=None, company=company, seats=10)
+    for _ in range(2):
+        answer = register(client, company, hardware_id=hardware).json()
+        assert answer["seat"] == {"state": "licensed", "trial_ends_at": None}
+    seat = SeatAssignment.objects.get(company=company)
+    assert seat.state == SeatState.LICENSED and seat.licensed_at is not None
+    assert pool_of(company).used == 1
+    assert AuditEvent.objects.filter(company=company, action="license.seat_retake").count() == 1
+
+
 # --- T6 bad input ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("authorization", [None, "Bearer", "Basic abc", "Bearer not-a-token"])
