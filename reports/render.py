@@ -3,6 +3,7 @@ that the web page and the PDF both show (R2, R3, R4, R6)."""
 
 import base64
 import csv
+import datetime as dt
 import io
 import mimetypes
 import re
@@ -167,6 +168,19 @@ def report_totals_list(report: Report) -> list[tuple[str, object]]:
     return [(header, figures[FIGURE_OF[key]]) for key, header in report.columns if key in FIGURE_OF]
 
 
+def report_late_adjustments(report: Report) -> tuple[dt.date, list[tuple[str, int]]]:
+    """U12: what arrived for the month before after it was finalized, as (header, change) for the
+    report's columns; shown in this report, the finalized month stays as it was billed."""
+    from .builder import FIGURE_OF, MAILBOX_FIGURE
+
+    late = report.totals.get("late_adjustments") or {}
+    if report.kind != "endpoint":
+        changes = [("Protected mailboxes", late.get(MAILBOX_FIGURE[report.kind], 0))]
+    else:
+        changes = [(header, late.get(FIGURE_OF[key], 0)) for key, header in report.columns if key in FIGURE_OF]
+    return report.totals.get("late_adjustments_month"), [(h, d) for h, d in changes if d]
+
+
 def report_pdf(report: Report) -> bytes:
     """R4: logo, title, month and options, the chart, the table across pages (headers repeated on
     each page), page numbers; landscape when the table is wide."""
@@ -192,6 +206,7 @@ def report_pdf(report: Report) -> bytes:
         "endpoints": endpoints, "more_endpoints": more_endpoints, "endpoint_limit": PDF_ENDPOINT_LIMIT,
         "options": report.options.describe(),
         "totals": report_totals_list(report),
+        "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
     })
     out = io.BytesIO()
     HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf(out)

@@ -14,7 +14,7 @@ from companies.views import PageView
 
 from .builder import DRILL_COLUMNS, KIND_TITLES, KINDS, PRODUCT_TYPES, ReportOptions, report_access, report_build
 from .models import ReportPreference
-from .render import report_chart_svg, report_csv_iter, report_filename, report_pdf
+from .render import report_chart_svg, report_csv_iter, report_filename, report_late_adjustments, report_pdf
 from .selectors import DRILL_LABELS
 
 PAGE_ENDPOINTS = 500  # endpoints listed on a page; the CSV lists them all
@@ -102,6 +102,7 @@ class ReportIndexView(PageView):
             "rows": [(row, [(key, row[key]) for key, _ in report.columns]) for row in report.rows]
             if report.show_company_rows else [],
             "chart": report_chart_svg(report),
+            "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
             "hidden": hidden,
             "drill_columns": DRILL_COLUMNS if report.can_drill_down else (),
             "query": _query(report),

@@ -126,3 +126,40 @@ def test_R6_pdf_for_email_security_report(platform, tmp_path):
     for header in ("Path", "Company name", "License key", "Month", "Protected mailboxes"):
         assert has_header(text, header), header
     assert page_pngs(path, tmp_path)[0].height > page_pngs(path, tmp_path)[0].width  # narrow: portrait
+
+
+def test_R4_U12_late_adjustments_show_in_the_next_report_page_and_pdf(client, platform, tmp_path):
+    """Data for November that arrives after the close is not in November's frozen figures; the
+    December report (page and PDF) shows it as a late adjustment to November."""
+    from django.urls import reverse
+
+    from companies.models import User
+    from usage.rollups import usage_month_close
+
+    partner = make_partner(parent=platform, name="Late Partner")
+    entitlements_set(actor=None, company=partner, purpose="resell",
+                     keys={"endpoint_security", "a_la_carte", "patch_management"})
+    customer = make_company(parent=partner, name="Late Customer")
+    entitlements_set(actor=None, company=customer, purpose="own",
+                     keys={"endpoint_security", "a_la_carte", "patch_management"})
+    Machine(customer).beat(dt.datetime(2026, 11, 10, tzinfo=dt.UTC))
+    usage_month_close(month=NOV)
+    Machine(customer).beat(dt.datetime(2026, 11, 30, 23, 50, tzinfo=dt.UTC),
+                           modules=["antimalware", "patch_management"])
+    usage_company_rollup(company_id=customer.pk)
+    december = dt.date(2026, 12, 1)
+    admin = admin_of(partner)
+
+    report = report_build(actor=admin, company=partner, month=december)
+    path = tmp_path / "december.pdf"
+    path.write_bytes(report_pdf(report))
+    text = pdf_text(path)
+    assert "Late adjustments to November 2026" in text
+    assert "Licensed endpoints: +1" in text and "Patch Management usage: +1" in text
+
+    client.force_login(User.objects.get(pk=admin.pk))
+    page = client.get(f"{reverse('reports:index')}?company={partner.pk}&month=2026-12").content.decode()
+    assert 'data-testid="late-adjustments"' in page and "Late adjustments to November 2026" in page
+    # November's own report is the frozen one, without the late endpoint
+    november = client.get(f"{reverse('reports:index')}?company={partner.pk}&month=2026-11").content.decode()
+    assert 'data-testid="late-adjustments"' not in november
