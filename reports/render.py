@@ -181,6 +181,21 @@ def report_late_adjustments(report: Report) -> tuple[dt.date, list[tuple[str, in
     return report.totals.get("late_adjustments_month"), [(h, d) for h, d in changes if d]
 
 
+def report_mixed_products(report: Report) -> list[str]:
+    """R1/U11: the product types an unfiltered endpoint report adds together (more than one means
+    Endpoint Security and EDR figures are summed: each is billed from its own report)."""
+    from usage.models import CompanyMonthUsage
+
+    from .builder import PRODUCT_TYPES
+
+    if report.kind != "endpoint" or report.options.product_type:
+        return []
+    keys = set(CompanyMonthUsage.objects.filter(month=report.month,
+                                                company__lineage__startswith=report.company.lineage)
+               .exclude(product_type="").values_list("product_type", flat=True).distinct())
+    return [PRODUCT_TYPES.get(k, k) for k in sorted(keys)] if len(keys) > 1 else []
+
+
 def report_pdf(report: Report) -> bytes:
     """R4: logo, title, month and options, the chart, the table across pages (headers repeated on
     each page), page numbers; landscape when the table is wide."""
@@ -207,6 +222,7 @@ def report_pdf(report: Report) -> bytes:
         "options": report.options.describe(),
         "totals": report_totals_list(report),
         "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
+        "mixed": report_mixed_products(report),
     })
     out = io.BytesIO()
     HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf(out)

@@ -14,7 +14,14 @@ from companies.views import PageView
 
 from .builder import DRILL_COLUMNS, KIND_TITLES, KINDS, PRODUCT_TYPES, ReportOptions, report_access, report_build
 from .models import ReportPreference
-from .render import report_chart_svg, report_csv_iter, report_filename, report_late_adjustments, report_pdf
+from .render import (
+    report_chart_svg,
+    report_csv_iter,
+    report_filename,
+    report_late_adjustments,
+    report_mixed_products,
+    report_pdf,
+)
 from .selectors import DRILL_LABELS
 
 PAGE_ENDPOINTS = 500  # endpoints listed on a page; the CSV lists them all
@@ -32,7 +39,7 @@ class ReportForm(forms.Form):
     month = forms.RegexField(regex=r"^\d{4}-(0[1-9]|1[0-2])$", required=False,
                              error_messages={"invalid": "Enter the month as YYYY-MM."})
     kind = forms.ChoiceField(choices=[(k, KIND_TITLES[k]) for k in KINDS], required=False)
-    product_type = forms.ChoiceField(choices=[("", "All"), *PRODUCT_TYPES.items()], required=False)
+    product_type = forms.ChoiceField(choices=[("", "All product types"), *PRODUCT_TYPES.items()], required=False)
     only_endpoint_details = forms.BooleanField(required=False)
     only_direct = forms.BooleanField(required=False)
 
@@ -103,6 +110,7 @@ class ReportIndexView(PageView):
             if report.show_company_rows else [],
             "chart": report_chart_svg(report),
             "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
+            "mixed": report_mixed_products(report),
             "hidden": hidden,
             "drill_columns": DRILL_COLUMNS if report.can_drill_down else (),
             "query": _query(report),

@@ -133,3 +133,16 @@ def test_R5_report_page_offers_email_history_and_schedules_for_administrators(pa
     client.force_login(make_user(company=tree.p, role=Role.REPORTER))
     html = client.get(url("reports:index", company=tree.p.pk)).content.decode()
     assert send in html and f'href="{reverse("reports:schedules")}"' not in html
+
+
+def test_R1_U11_a_report_adding_product_types_together_says_so(partner_client, tree):
+    """Partner P has Endpoint Security and EDR (standalone) customers: the report for all product
+    types warns that it adds them; a report for one product type does not."""
+    html = partner_client.get(url("reports:index", company=tree.p.pk)).content.decode()
+    assert 'data-testid="mixed-products"' in html
+    assert "adds EDR (standalone) and Endpoint Security figures together" in html
+    one = partner_client.get(url("reports:index", company=tree.p.pk, product_type="endpoint_security"))
+    assert 'data-testid="mixed-products"' not in one.content.decode()
+    # a company of one product type has nothing to warn about
+    alone = partner_client.get(url("reports:index", company=tree.a.pk)).content.decode()
+    assert 'data-testid="mixed-products"' not in alone
