@@ -26,6 +26,7 @@ from django.utils.http import urlsafe_base64_encode
 from django_countries import countries
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from .access import can_manage_company
 from .audit import audit_record, snapshot
 from .models import (
     ApiKey,
@@ -224,8 +225,9 @@ def company_update(*, actor: User | None, company: Company, logo: UploadedFile |
     if company.type == CompanyType.CUSTOMER and not merged["manages_security"]:
         errors["manages_security"] = "A customer always manages its own endpoint security."
     elif (merged["manages_security"] != company.manages_security and actor is not None
-          and actor.company_id == company.pk):
-        # C1/C2: a reseller-only partner must not grant itself the network; only a partner above decides
+          and not can_manage_company(actor, company)):
+        # C1/C2: the same rule as every other change of a company (a partner above decides), so a
+        # reseller-only partner cannot grant itself the network through any entry point
         errors["manages_security"] = ("Only the partner above a company can change whether it manages "
                                       "endpoint security.")
     if errors:

@@ -21,6 +21,7 @@ from django.utils import timezone
 from companies.audit import audit_record
 from companies.models import Company, CompanyType, PartnerPlan, User
 from usage.models import MonthClose
+from usage.rollups import month_previous, month_start
 
 from .connectwise import ConnectWiseClient, Credentials, PsaError
 from .crypto import SecretUnreadable, decrypt, encrypt
@@ -42,10 +43,6 @@ CONNECTION_AUDIT_FIELDS = ["site", "psa_company_id", "client_id", "enabled"]
 MAPPING_AUDIT_FIELDS = ["psa_company", "agreement_type", "product_identifier"]
 BASIC_MESSAGE = "The billing integration is not available on the Basic plan."
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def month_start(moment: dt.datetime | dt.date) -> dt.date:
-    return dt.date(moment.year, moment.month, 1)
 
 
 def addition_description(*, company: Company, month: dt.date) -> str:
@@ -428,8 +425,7 @@ def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
     rollups merge between midnight and the close, and nothing would correct it afterwards.
     The four-hour rule and "nothing changed" are decided by addition_sync."""
     now = now or timezone.now()
-    current = month_start(now)
-    previous = month_start(current - dt.timedelta(days=1))
+    current, previous = month_start(now), month_previous(now)
     mappings = (CompanyMapping.objects
                 .filter(connection__enabled=True, connection__company__plan=PartnerPlan.STANDARD,
                         connection__company__type=CompanyType.PARTNER)

@@ -10,6 +10,7 @@ from django.views import View
 
 from companies.company_forms import apply_service_errors
 from companies.views import PageView
+from usage.rollups import month_start
 
 from . import services
 from .access import access_billed_company, access_plan_company
@@ -19,7 +20,7 @@ from .selectors import connection_of, integration_page
 
 
 def _month():
-    return services.month_start(timezone.now())
+    return month_start(timezone.now())
 
 
 def _render(request, connection_form=None, status=200):

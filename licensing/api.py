@@ -24,7 +24,7 @@ from rest_framework import exceptions
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from companies.access import access_company_network, access_managed_company
+from companies.access import access_company_network, access_managed_company, in_subtree
 from companies.models import ApiKeyScope, Company, CompanyType
 from companies.selectors import access_company
 from gz_console.api import CompanyScopedAPIView, DetailSerializer, ErrorsSerializer
@@ -70,10 +70,6 @@ def errors_on(field_for: dict[str, str]) -> Iterator[None]:
         for key, messages in error.message_dict.items():
             errors.setdefault(field_for.get(key, key), []).extend(messages)
         raise ValidationError(errors) from error
-
-
-def _in_view(viewer: Company, company: Company | None) -> bool:
-    return company is not None and company.lineage.startswith(viewer.lineage)
 
 
 def _ref(company: Company) -> dict:
@@ -188,7 +184,7 @@ class LicensingViewSet(CompanyScopedAPIView):
         viewer = self.caller_company
         summary = licensing_summary(company=company)
         lic, pool = summary["license"], summary["pool"]
-        pool_visible = _in_view(viewer, pool.owner)
+        pool_visible = in_subtree(viewer, pool.owner)
         end_owner = summary["end_date_owner"]
         trials_ending = (SeatAssignment.objects.filter(company=company, state=SeatState.TRIAL)
                          .values("trial_ends_on").annotate(endpoints=Count("id")).order_by("trial_ends_on"))
@@ -197,7 +193,8 @@ class LicensingViewSet(CompanyScopedAPIView):
             "license_type": lic.license_type,
             "license_key": company.license_key,
             "reserved_seats": lic.reserved_seats,
-            "available_to_reserve": summary["available_to_reserve"],
+            # what the parent's pool has free: the parent is in view only for a company below the caller
+            "available_to_reserve": summary["available_to_reserve"] if company.pk != viewer.pk else None,
             "minimum_usage": lic.minimum_usage,
             "pool": {
                 "shared": lic.reserved_seats is None,
@@ -215,7 +212,7 @@ class LicensingViewSet(CompanyScopedAPIView):
                 "effective_end_date": summary["effective_end_date"],
                 "inherited": end_owner is not None and end_owner.pk != company.pk,
                 "inherited_from": _ref(end_owner) if (end_owner is not None and end_owner.pk != company.pk
-                                                      and _in_view(viewer, end_owner)) else None,
+                                                      and in_subtree(viewer, end_owner)) else None,
                 "auto_renew": lic.auto_renew,
                 "renew_months": lic.renew_months,
             },

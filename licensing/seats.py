@@ -125,6 +125,18 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
     return SeatInfo(SeatState.TRIAL, ends)
 
 
+def _keep_previous_spell() -> dict:
+    """UPDATE values that move a seat the endpoint held (licensed_at..expired_at) into its previous
+    spell before it is given a new one (U1: the months of the old seat still count it)."""
+    held_a_seat = Q(licensed_at__isnull=False)
+    return {
+        "previously_licensed_from": Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
+                                         default=F("previously_licensed_from")),
+        "previously_licensed_until": Case(When(held_a_seat, then=F("expired_at")),
+                                          default=F("previously_licensed_until")),
+    }
+
+
 def _seat_retake(*, company: Company, assignment: SeatAssignment, now: dt.datetime) -> SeatInfo:
     pool = pool_of(company)
     took = SeatPool.objects.filter(pk=pool.pk).filter(
@@ -132,12 +144,8 @@ def _seat_retake(*, company: Company, assignment: SeatAssignment, now: dt.dateti
     ).update(used=F("used") + 1)
     if not took:
         return SeatInfo(SeatState.EXPIRED, None)
-    held_a_seat = Q(licensed_at__isnull=False)
     moved = SeatAssignment.objects.filter(pk=assignment.pk, state=SeatState.EXPIRED).update(
-        previously_licensed_from=Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
-                                      default=F("previously_licensed_from")),
-        previously_licensed_until=Case(When(held_a_seat, then=F("expired_at")),
-                                       default=F("previously_licensed_until")),
+        **_keep_previous_spell(),
         state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None, pool=pool)
     if not moved:  # a concurrent registration of the same machine took the seat first
         SeatPool.objects.filter(pk=pool.pk).update(used=F("used") - 1)
@@ -249,12 +257,8 @@ def seats_revive_company(*, company: Company) -> int:
     The seat an endpoint held before the suspension is kept as its previous spell, so the months it
     covered still count it as licensed and the months of its trial do not (U1)."""
     now = timezone.now()
-    held_a_seat = Q(licensed_at__isnull=False)
     count = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED).update(
-        previously_licensed_from=Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
-                                      default=F("previously_licensed_from")),
-        previously_licensed_until=Case(When(held_a_seat, then=F("expired_at")),
-                                       default=F("previously_licensed_until")),
+        **_keep_previous_spell(),
         licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None,
         pool=pool_of(company))
     seat_pool_promote(pool=pool_of(company))

@@ -30,11 +30,13 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from companies.models import ApiKey, ApiKeyScope
 from companies.services import api_key_authenticate
 from gz_console.api import ApiKeyPrincipal
+from usage.rollups import month_start
 
 logger = logging.getLogger(__name__)
 
@@ -193,8 +195,7 @@ class Params:
         """"mm/yyyy"; the default is the current month (UTC)."""
         raw = self.string(name)
         if raw is None:
-            today = dt.datetime.now(tz=dt.UTC).date()
-            return today.replace(day=1)
+            return month_start(timezone.now())
         parts = raw.split("/")
         if len(parts) != 2 or not all(p.isdigit() for p in parts) or len(parts[0]) != 2 or len(parts[1]) != 4:
             raise invalid_param(name, f"{raw!r} is not a month in the format mm/yyyy.")

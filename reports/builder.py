@@ -119,7 +119,7 @@ class Report:
         """Add-on and service usage over the month, per day (R2); company-level figures only."""
         from .selectors import report_chart_series
 
-        return report_chart_series(scope=self._scope)
+        return report_chart_series(scope=self._scope, figures=self.totals["figures"])
 
     def endpoints(self) -> Iterator[dict]:
         """R3 endpoint details: only endpoints the actor may see (C2, C3); streamed from SQL."""

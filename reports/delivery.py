@@ -37,6 +37,7 @@ from companies.access import in_subtree
 from companies.models import Company, CompanyStatus, Role, User
 from companies.selectors import companies_with_accounts_managed_by
 from usage.models import MonthClose
+from usage.rollups import month_previous
 
 from .models import (
     DeliveryStatus,
@@ -52,11 +53,6 @@ logger = logging.getLogger(__name__)
 
 LOGO_CID = "company-logo@gz-console"
 MAX_RECIPIENTS = 50
-
-
-def month_previous(day: dt.date) -> dt.date:
-    """The first day of the month before the one `day` falls in."""
-    return (day.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
 
 
 # --- Who may receive a report (R5, C3, C5, C6) ---------------------------------------------------------

@@ -221,7 +221,7 @@ def report_pdf(report: Report) -> bytes:
         "endpoints": endpoints, "more_endpoints": more_endpoints, "endpoint_limit": PDF_ENDPOINT_LIMIT,
         "options": report.options.describe(),
         "totals": report_totals_list(report),
-        "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
+        **dict(zip(("late_month", "late"), report_late_adjustments(report), strict=True)),
         "mixed": report_mixed_products(report),
     })
     out = io.BytesIO()

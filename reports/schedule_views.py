@@ -12,13 +12,13 @@ from companies.company_forms import apply_service_errors
 from companies.models import Role
 from companies.selectors import access_company
 from companies.views import PageView
+from usage.rollups import month_previous
 
 from . import schedules as schedule_services
 from .builder import ReportOptions, month_parse, report_access
 from .delivery import (
     access_report_file,
     access_report_run,
-    month_previous,
     report_file_delete,
     report_file_may_delete,
     report_history,

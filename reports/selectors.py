@@ -345,9 +345,10 @@ def _endpoint_row(x: dict) -> dict:
 
 # --- chart --------------------------------------------------------------------------------------------
 
-def report_chart_series(*, scope: ReportScope) -> list:
+def report_chart_series(*, scope: ReportScope, figures: dict) -> list:
     """Endpoints using each add-on and service per day of the month, over the whole subtree, each
-    add-on counted only where it is enabled. Aggregates only: no network detail leaves here."""
+    add-on counted only where it is enabled; `figures` (the report's totals) leave out the series of
+    add-ons not enabled. Aggregates only: no network detail leaves here."""
     from .builder import ChartSeries
 
     if scope.kind != "endpoint":
@@ -369,11 +370,10 @@ def report_chart_series(*, scope: ReportScope) -> list:
             for day, *values in cursor.fetchall():
                 for (key, *_), value in zip(CHART_SERIES, values, strict=True):
                     counts[key][day] += value
-    totals = report_totals(scope=scope)["figures"]
-    gate = {"sve": "sve_vs", "full_disk_encryption": "full_disk_encryption"}
+    gate = {"sve": "sve_vs"}
     series = []
     for key, label, _, _ in CHART_SERIES:
-        if totals.get(gate.get(key, key)) == NOT_ENABLED:
+        if figures.get(gate.get(key, key)) == NOT_ENABLED:
             continue
         series.append(ChartSeries(key=key, label=label, points=sorted(counts[key].items())))
     return series

@@ -10,7 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
+from companies.access import access_company_network
 from companies.views import PageView
+from usage.rollups import month_previous
 
 from .builder import DRILL_COLUMNS, KIND_TITLES, KINDS, PRODUCT_TYPES, ReportOptions, report_access, report_build
 from .models import ReportPreference
@@ -27,11 +29,6 @@ from .selectors import DRILL_LABELS
 PAGE_ENDPOINTS = 500  # endpoints listed on a page; the CSV lists them all
 
 
-def previous_month(today: dt.date | None = None) -> dt.date:
-    today = today or timezone.now().date()
-    return (today.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
-
-
 class ReportForm(forms.Form):
     """R1: the target company, the month and the options."""
 
@@ -46,7 +43,7 @@ class ReportForm(forms.Form):
     def report_arguments(self, actor) -> dict:
         data = self.cleaned_data
         month = (dt.datetime.strptime(data["month"], "%Y-%m").date()  # noqa: DTZ007 - a calendar month
-                 if data["month"] else previous_month())
+                 if data["month"] else month_previous(timezone.now()))
         return {
             "actor": actor,
             "company": report_access(actor, data["company"] or actor.company_id),
@@ -109,7 +106,7 @@ class ReportIndexView(PageView):
             "rows": [(row, [(key, row[key]) for key, _ in report.columns]) for row in report.rows]
             if report.show_company_rows else [],
             "chart": report_chart_svg(report),
-            "late_month": report_late_adjustments(report)[0], "late": report_late_adjustments(report)[1],
+            **dict(zip(("late_month", "late"), report_late_adjustments(report), strict=True)),
             "mixed": report_mixed_products(report),
             "hidden": hidden,
             "drill_columns": DRILL_COLUMNS if report.can_drill_down else (),
@@ -122,32 +119,38 @@ class ReportIndexView(PageView):
         })
 
 
-class ReportCsvView(PageView):
+class _ReportExportView(PageView):
+    """R4: the report of the query string as a download."""
+
+    page_key = "reports"
+    extension = ""
+
+    def respond(self, report) -> HttpResponse:
+        raise NotImplementedError
+
+    def get(self, request):
+        form, report = _build(request)
+        if report is None:
+            return _form_errors(form)
+        response = self.respond(report)
+        response["Content-Disposition"] = f'attachment; filename="{report_filename(report, self.extension)}"'
+        return response
+
+
+class ReportCsvView(_ReportExportView):
     """R3/R4: the CSV, streamed row by row from SQL."""
 
-    page_key = "reports"
+    extension = "csv"
 
-    def get(self, request):
-        form, report = _build(request)
-        if report is None:
-            return _form_errors(form)
-        response = StreamingHttpResponse(report_csv_iter(report), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{report_filename(report, "csv")}"'
-        return response
+    def respond(self, report):
+        return StreamingHttpResponse(report_csv_iter(report), content_type="text/csv; charset=utf-8")
 
 
-class ReportPdfView(PageView):
-    """R4: the PDF."""
+class ReportPdfView(_ReportExportView):
+    extension = "pdf"
 
-    page_key = "reports"
-
-    def get(self, request):
-        form, report = _build(request)
-        if report is None:
-            return _form_errors(form)
-        response = HttpResponse(report_pdf(report), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{report_filename(report, "pdf")}"'
-        return response
+    def respond(self, report):
+        return HttpResponse(report_pdf(report), content_type="application/pdf")
 
 
 class ReportDrillView(PageView):
@@ -163,12 +166,9 @@ class ReportDrillView(PageView):
         column = request.GET.get("column", "")
         if column not in DRILL_COLUMNS or not report.can_drill_down:
             raise Http404
-        row_company = report_access(request.user, request.GET.get("row") or report.company.pk)
+        # C2/C3/C6: a company the viewer may see the network of, within the report's subtree
+        row_company = access_company_network(request.user, request.GET.get("row") or report.company.pk)
         if not row_company.lineage.startswith(report.company.lineage):
-            raise Http404
-        from companies.access import network_visible
-
-        if not network_visible(request.user.company, row_company):
             raise Http404
         endpoints = list(report.endpoints_behind(column=column, company=row_company, limit=PAGE_ENDPOINTS + 1))
         return render(request, "reports/drill.html", {

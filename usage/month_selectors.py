@@ -110,10 +110,13 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
     totals = usage_totals(company=company, month=month, product_type=product_type or None, subtree=subtree)
     own = CompanyMonthUsage.objects.filter(company=company, month=month).first()
     closed = MonthClose.objects.filter(month=month).first()
-    retention_on = (CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"])
-                    .filter(company__lineage__startswith=company.lineage) if subtree else
-                    CompanyMonthUsage.objects.filter(month=month, company=company,
-                                                     enabled__contains=["data_retention"])).exists()
+    # the same companies as the totals: the subtree or the company, of the product type asked for (U11, U13)
+    with_retention = CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"])
+    with_retention = (with_retention.filter(company__lineage__startswith=company.lineage) if subtree
+                      else with_retention.filter(company=company))
+    if product_type:
+        with_retention = with_retention.filter(product_type=product_type)
+    retention_on = with_retention.exists()
     retention = (_retention(company=company, month=month, subtree=subtree, product_type=product_type)
                  if retention_on else NOT_ENABLED)
     figures = totals["figures"]

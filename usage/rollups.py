@@ -172,6 +172,11 @@ def month_start(moment: dt.datetime | dt.date) -> dt.date:
     return dt.date(moment.year, moment.month, 1)
 
 
+def month_previous(moment: dt.datetime | dt.date) -> dt.date:
+    """The first day of the month before the one `moment` falls in."""
+    return month_start(month_start(moment) - dt.timedelta(days=1))
+
+
 def _enabled_in_month(company: Company, month: dt.date):
     """Own-use items enabled at any time in the month, with their intervals (history kept by
     licensing.entitlements)."""

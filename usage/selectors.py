@@ -7,7 +7,7 @@ from django.db.models import Q, Sum
 from companies.models import Company
 
 from .models import CompanyMonthUsage, LateAdjustment
-from .rollups import GATED
+from .rollups import GATED, month_previous
 
 NOT_ENABLED = "Not enabled"
 
@@ -35,7 +35,7 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     for figure, item in GATED.items():
         if not totals[f"on_{item}"]:
             figures[figure] = NOT_ENABLED
-    previous = (month.replace(day=1) - dt.timedelta(days=1)).replace(day=1)
+    previous = month_previous(month)
     adjustments = LateAdjustment.objects.filter(month=previous)
     adjustments = (adjustments.filter(company__lineage__startswith=company.lineage) if subtree
                    else adjustments.filter(company=company))

@@ -45,11 +45,10 @@ def refresh_open_month() -> int:
              soft_time_limit=3300, time_limit=3600)
 def month_close(self, month: str | None = None) -> int:
     """Beat, on the 1st of each month: finalize the previous month (U12). Idempotent."""
-    from usage.rollups import month_start, usage_month_close
+    from usage.rollups import month_previous, usage_month_close
 
     if month is None:
-        first = month_start(dt.datetime.now(dt.UTC))
-        month = month_start(first - dt.timedelta(days=1)).isoformat()
+        month = month_previous(dt.datetime.now(dt.UTC)).isoformat()
     return usage_month_close(month=dt.date.fromisoformat(month))
 
 

@@ -6,7 +6,7 @@ numbers as the Monthly License Usage report's company row (R7)."""
 
 from django.core.exceptions import ValidationError
 
-from companies.access import access_managed_company
+from companies.access import access_managed_company, in_subtree
 from companies.models import ApiKeyScope, CompanyType
 from companies.selectors import access_company
 from licensing.models import CatalogItem, ItemKind
@@ -55,12 +55,6 @@ def _selection(keys: set[str], kinds: dict[str, str], *, resell: bool) -> dict:
             "addons": addons}
 
 
-def _owner_in_view(ctx: RpcContext, owner_id: int) -> bool:
-    from companies.models import Company
-
-    return Company.objects.filter(pk=owner_id, lineage__startswith=ctx.company.lineage).exists()
-
-
 @rpc_method("licensing", "getLicenseInfo", scopes=(ApiKeyScope.LICENSING,))
 def get_license_info(ctx: RpcContext, params: dict) -> dict:
     p = Params(params, allowed=("companyId", "returnAllProducts"))
@@ -88,10 +82,11 @@ def get_license_info(ctx: RpcContext, params: dict) -> dict:
         **{flag: item in effective for flag, item in MANAGE_FLAGS.items()},
         "ownUse": _selection(effective, kinds, resell=False),
         # GZ Console additions
-        "availableToReserve": summary["available_to_reserve"],
+        # C6: what the parent's pool has free, only where the parent is in the caller's view
+        "availableToReserve": summary["available_to_reserve"] if company.pk != ctx.company.pk else None,
         "seats": counts,
         # C6: a pool owned above the caller (its partner, the platform) is not named, as in REST
-        "poolOwnerId": str(pool.owner_id) if _owner_in_view(ctx, pool.owner_id) else None,
+        "poolOwnerId": str(pool.owner_id) if in_subtree(ctx.company, summary["pool_owner"]) else None,
     }
     if company.type == CompanyType.PARTNER and summary["resell"] is not None:
         info["resell"] = _selection(summary["resell"].keys, kinds, resell=True)

@@ -278,6 +278,9 @@ def test_L1_L3_reservation_shows_what_is_available_and_refuses_more(tree):
     assert bolt["pool"]["reserved_below"] == 4 and bolt["pool"]["free"] == 6
     refused = call(north, "patch", url("licensing-detail", tree.bolt.pk), {"reserved_seats": 7})
     assert errors(refused) == {"reserved_seats": ["Only 6 seats are available to reserve."]}
+    # C6: what the parent's pool has free is the parent's; Bolt's own administrators do not get it
+    own = as_admin(tree, tree.bolt).get(url("licensing-detail", tree.bolt.pk)).json()
+    assert own["available_to_reserve"] is None and own["pool"]["in_view"] is False
     assert license_of(tree.bolt).reserved_seats is None
     # L1: the reserved company's endpoints take seats from its reservation only
     for _ in range(5):

@@ -195,6 +195,14 @@ def test_L1_S1_license_info(rpc, fleet):
     assert info["poolOwnerId"] == str(fleet.acme.pk)
     assert partner["poolOwnerId"] is None
 
+    # C6: the seats still free in the parent's pool are the parent's to see
+    reservation_set(actor=None, company=fleet.north, seats=50)
+    seen_by_north = rpc.result("licensing", "getLicenseInfo", {"companyId": str(fleet.acme.pk)},
+                               key=fleet.keys[fleet.north.pk])
+    assert seen_by_north["availableToReserve"] == 47  # 50, less the 3 seats Kite Sub and Kite Bakery hold
+    own = rpc.result("licensing", "getLicenseInfo", {}, key=fleet.keys[fleet.acme.pk])
+    assert own["availableToReserve"] is None
+
 
 def test_L1_L6_S3_set_monthly_subscription(rpc, fleet):
     key = fleet.keys[fleet.north.pk]

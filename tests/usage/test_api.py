@@ -181,6 +181,9 @@ def test_R7_U8_data_retention_tiers_summed(tree):
     body = get(signed_in(tree.admins["north"]), tree.north, CURRENT).json()
     assert body["data_retention"] == {"retention_90d": 3}
     assert get(signed_in(tree.admins["pine"]), tree.pine, CURRENT).json()["data_retention"] == NOT_ENABLED
+    # U11/U13: an EDR report holds none of these Endpoint Security companies, so none has it enabled
+    edr = get(signed_in(tree.admins["north"]), tree.north, CURRENT, product_type="edr_standalone").json()
+    assert edr["data_retention"] == NOT_ENABLED
 
 
 def test_R7_C2_reseller_only_partner_sees_company_figures_no_endpoints(tree):
