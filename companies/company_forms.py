@@ -92,10 +92,6 @@ class InviteForm(forms.Form):
     language = forms.ChoiceField(choices=settings.LANGUAGES, initial="en")
 
 
-class RoleForm(forms.Form):
-    role = forms.ChoiceField(choices=Role.choices)
-
-
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100)
     scopes = forms.MultipleChoiceField(choices=ApiKeyScope.choices, widget=forms.CheckboxSelectMultiple)
