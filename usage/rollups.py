@@ -1,19 +1,26 @@
 """Rollups: heartbeats -> endpoint-day -> endpoint-month -> company-month usage (U1-U15).
 
-Every step is set-based SQL in the company's schema. Exactly-once from a watermark: the database
-numbers each stored heartbeat (`seq`); a rollup reads the newest number while holding the ingest
-lock exclusively (for an instant: every insert holds it shared until it commits, so every number
-up to the one read is committed), merges the heartbeats between the company's watermark and that
-number into endpoint-day, and moves the watermark in the same transaction. A killed worker leaves
-both unchanged; heartbeats stored meanwhile wait for the next run. Nothing rewrites the raw rows,
-which is what made marking them one by one the rollup's main cost. The later steps recompute
+Every step is set-based SQL over the companies' schemas, for a batch of companies at a time: one
+statement merges every company's new heartbeats, one recomputes the endpoint-months they touched,
+one computes every company's figures, one stores them (a company's rollup is a batch of one).
+Statements name each company's tables with its schema, so a batch costs a handful of round trips
+whatever its size, and a company's work is the same whichever batch it is in.
+
+Exactly-once from a watermark: the database numbers each stored heartbeat (`seq`); a rollup reads
+the newest number while holding the company's ingest lock exclusively (for an instant: every insert
+holds it shared until it commits, so every number up to the one read is committed), merges the
+heartbeats between the company's watermark and that number into endpoint-day, and moves the
+watermark in the same transaction. A killed worker leaves both unchanged; heartbeats stored
+meanwhile wait for the next run. Nothing rewrites the raw rows. The later steps recompute
 endpoint-month and company-month rows from the lasting rows, so running them twice gives the same
-rows. A per-company advisory lock keeps two workers off the same company.
+rows. Per-company advisory locks, always taken in ascending order, keep two workers off the same
+company without deadlocks between batches.
 """
 
 import calendar
 import datetime as dt
 import math
+from collections import defaultdict
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
@@ -27,85 +34,100 @@ from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
+BATCH_SIZE = 100  # companies per rollup transaction: ingestion for them waits on its commit
+SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
 
-MERGE_DAYS_SQL = f"""
-WITH batch AS (
-    SELECT endpoint_id, observed_at, os_family, os_type, machine_type, container_host, modules,
-           scan_mode, uptime_seconds, xdr_sensors
-    FROM telemetry_heartbeat WHERE seq > %(low)s AND seq <= %(high)s
-), days AS (
+# One company's part of the merge statement: its heartbeats between the watermarks, per endpoint and
+# UTC day, merged into endpoint-day; the watermark moves in the same statement. The latest OS/machine
+# shape of the day wins (one sort for the three columns).
+MERGE_PART = f"""
+b{{n}} AS (
     SELECT endpoint_id, (observed_at AT TIME ZONE 'UTC')::date AS day,
            bit_or(modules) AS modules, bit_or(xdr_sensors) AS xdr_sensors,
            bool_or(scan_mode = {SCAN_MODES["central"]}) AS used_central_scan,
            sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
            count(*) AS heartbeats, min(observed_at) AS first_seen_at, max(observed_at) AS last_seen_at,
-           (array_agg(os_family ORDER BY observed_at DESC))[1] AS os_family,
-           (array_agg(os_type ORDER BY observed_at DESC))[1] AS os_type,
-           (array_agg(machine_type ORDER BY observed_at DESC))[1] AS machine_type
-    FROM batch GROUP BY 1, 2
-)
-INSERT INTO telemetry_endpointday AS d (endpoint_id, day, modules, xdr_sensors, used_central_scan,
-    uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
-SELECT endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds, os_family, os_type,
-       machine_type, container_host, heartbeats, first_seen_at, last_seen_at FROM days
-ON CONFLICT (endpoint_id, day) DO UPDATE SET
-    modules = d.modules | EXCLUDED.modules,
-    xdr_sensors = d.xdr_sensors | EXCLUDED.xdr_sensors,
-    used_central_scan = d.used_central_scan OR EXCLUDED.used_central_scan,
-    uptime_seconds = d.uptime_seconds + EXCLUDED.uptime_seconds,
-    container_host = d.container_host OR EXCLUDED.container_host,
-    heartbeats = d.heartbeats + EXCLUDED.heartbeats,
-    first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at),
-    last_seen_at = GREATEST(d.last_seen_at, EXCLUDED.last_seen_at),
-    os_family = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_family ELSE d.os_family END,
-    os_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_type ELSE d.os_type END,
-    machine_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.machine_type
-                        ELSE d.machine_type END
-RETURNING endpoint_id, date_trunc('month', day)::date
-"""
+           array_agg(ARRAY[os_family, os_type, machine_type] ORDER BY observed_at DESC) AS shape
+    FROM {SCHEMA}.telemetry_heartbeat WHERE seq > {{low}} AND seq <= {{high}} GROUP BY 1, 2
+), m{{n}} AS (
+    INSERT INTO {SCHEMA}.telemetry_endpointday AS d (endpoint_id, day, modules, xdr_sensors, used_central_scan,
+        uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
+    SELECT endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds, shape[1][1], shape[1][2],
+           shape[1][3], container_host, heartbeats, first_seen_at, last_seen_at FROM b{{n}}
+    ON CONFLICT (endpoint_id, day) DO UPDATE SET
+        modules = d.modules | EXCLUDED.modules,
+        xdr_sensors = d.xdr_sensors | EXCLUDED.xdr_sensors,
+        used_central_scan = d.used_central_scan OR EXCLUDED.used_central_scan,
+        uptime_seconds = d.uptime_seconds + EXCLUDED.uptime_seconds,
+        container_host = d.container_host OR EXCLUDED.container_host,
+        heartbeats = d.heartbeats + EXCLUDED.heartbeats,
+        first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at),
+        last_seen_at = GREATEST(d.last_seen_at, EXCLUDED.last_seen_at),
+        os_family = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_family ELSE d.os_family END,
+        os_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_type ELSE d.os_type END,
+        machine_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.machine_type
+                            ELSE d.machine_type END
+    RETURNING endpoint_id, date_trunc('month', day)::date AS month
+), w{{n}} AS (
+    INSERT INTO {SCHEMA}.telemetry_rollupwatermark (id, seq) VALUES (1, {{high}})
+    ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
+)"""
+MERGE_TOUCHED = "SELECT DISTINCT {company}, endpoint_id, month FROM m{n}"
 
-MONTHS_SQL = """
-INSERT INTO telemetry_endpointmonth AS m (endpoint_id, month, modules, xdr_sensors, used_central_scan,
-    uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
-SELECT d.endpoint_id, date_trunc('month', d.day)::date, bit_or(d.modules), bit_or(d.xdr_sensors),
-       bool_or(d.used_central_scan), sum(d.uptime_seconds),
-       (array_agg(d.os_family ORDER BY d.last_seen_at DESC))[1],
-       (array_agg(d.os_type ORDER BY d.last_seen_at DESC))[1],
-       (array_agg(d.machine_type ORDER BY d.last_seen_at DESC))[1],
-       bool_or(d.container_host), sum(d.heartbeats), min(d.first_seen_at), max(d.last_seen_at)
-FROM telemetry_endpointday d
-JOIN (SELECT DISTINCT * FROM unnest(%s::uuid[], %s::date[])) AS touched(endpoint_id, month)
-  ON touched.endpoint_id = d.endpoint_id
- AND d.day >= touched.month AND d.day < (touched.month + interval '1 month')
-GROUP BY 1, 2
-ON CONFLICT (endpoint_id, month) DO UPDATE SET
-    modules = EXCLUDED.modules, xdr_sensors = EXCLUDED.xdr_sensors,
-    used_central_scan = EXCLUDED.used_central_scan, uptime_seconds = EXCLUDED.uptime_seconds,
-    os_family = EXCLUDED.os_family, os_type = EXCLUDED.os_type, machine_type = EXCLUDED.machine_type,
-    container_host = EXCLUDED.container_host, heartbeats = EXCLUDED.heartbeats,
-    first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at
-"""
+# One company's part of the endpoint-month statement: the touched endpoint-months recomputed from
+# all their days (parameters: the touched endpoints and months, pairwise).
+MONTHS_PART = f"""
+e{{n}} AS (
+    INSERT INTO {SCHEMA}.telemetry_endpointmonth AS m (endpoint_id, month, modules, xdr_sensors, used_central_scan,
+        uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
+    SELECT endpoint_id, month, modules, xdr_sensors, used_central_scan, uptime_seconds, shape[1][1], shape[1][2],
+           shape[1][3], container_host, heartbeats, first_seen_at, last_seen_at
+    FROM (SELECT d.endpoint_id, touched.month, bit_or(d.modules) AS modules, bit_or(d.xdr_sensors) AS xdr_sensors,
+                 bool_or(d.used_central_scan) AS used_central_scan, sum(d.uptime_seconds) AS uptime_seconds,
+                 array_agg(ARRAY[d.os_family, d.os_type, d.machine_type] ORDER BY d.last_seen_at DESC) AS shape,
+                 bool_or(d.container_host) AS container_host, sum(d.heartbeats) AS heartbeats,
+                 min(d.first_seen_at) AS first_seen_at, max(d.last_seen_at) AS last_seen_at
+          FROM {SCHEMA}.telemetry_endpointday d
+          JOIN (SELECT DISTINCT * FROM unnest(%s::uuid[], %s::date[])) AS touched(endpoint_id, month)
+            ON touched.endpoint_id = d.endpoint_id
+           AND d.day >= touched.month AND d.day < (touched.month + interval '1 month')
+          GROUP BY 1, 2) AS recomputed
+    ON CONFLICT (endpoint_id, month) DO UPDATE SET
+        modules = EXCLUDED.modules, xdr_sensors = EXCLUDED.xdr_sensors,
+        used_central_scan = EXCLUDED.used_central_scan, uptime_seconds = EXCLUDED.uptime_seconds,
+        os_family = EXCLUDED.os_family, os_type = EXCLUDED.os_type, machine_type = EXCLUDED.machine_type,
+        container_host = EXCLUDED.container_host, heartbeats = EXCLUDED.heartbeats,
+        first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at
+)"""
 
-# One pass over the month's endpoint rows. `licensed`: held a seat at some time in the month (U1).
-# Linux virtual machines count as servers (U6). Deductions apply only when the add-on is enabled,
-# so nothing is billed twice and nothing goes unbilled.
-FIGURES_SQL = f"""
-WITH em AS (
+# One company-month's row of the figures statement: one pass over the month's endpoint rows.
+# `licensed`: held a seat at some time in the month (U1). Linux virtual machines count as servers
+# (U6). Deductions apply only when the add-on is enabled, so nothing is billed twice and nothing
+# goes unbilled. Mailboxes (U14, U15) come from the month's mailbox inventory.
+FIGURES_PART = f"""
+(WITH em AS (
     SELECT m.*,
            (m.machine_type = 'virtual' AND (m.os_type = 'server' OR m.os_family = 'linux')) AS vs,
            (m.machine_type = 'virtual' AND NOT (m.os_type = 'server' OR m.os_family = 'linux')) AS vdi,
            EXISTS (SELECT 1 FROM public.licensing_seatassignment s
                    WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
                      AND {LICENSED_IN_MONTH}) AS licensed
-    FROM telemetry_endpointmonth m WHERE m.month = %(month)s
+    FROM {SCHEMA}.telemetry_endpointmonth m WHERE m.month = %(month)s
 ), lic AS (
     SELECT *, (vs AND used_central_scan AND %(sve)s) AS sve_vs,
               (vdi AND used_central_scan AND %(sve)s) AS sve_vdi,
               (modules & {MODULE_BITS["container_protection"]} <> 0 AND %(cp)s) AS cp
     FROM em WHERE licensed
+), mailboxes AS (
+    SELECT count(*) FILTER (WHERE product = 'exchange') AS exchange,
+           count(*) FILTER (WHERE product = 'email' AND "primary"
+                            AND lower(COALESCE(object_class, '')) IN ('', 'user')
+                            AND (emails_sent > 0 OR emails_received > 0)) AS email
+    FROM {SCHEMA}.telemetry_mailboxmonth WHERE month = %(month)s
 )
 SELECT
+    %(company)s::bigint, %(month)s::date,
     (SELECT count(*) FROM em),
     count(*),
     count(*) FILTER (WHERE modules & {MODULE_BITS["antimalware"]} <> 0 AND NOT sve_vs AND NOT sve_vdi AND NOT cp),
@@ -119,37 +141,31 @@ SELECT
     count(*) FILTER (WHERE sve_vs AND NOT cp),
     COALESCE(sum(uptime_seconds) FILTER (WHERE sve_vdi), 0),
     count(*) FILTER (WHERE cp),
-    bit_or(xdr_sensors)
-FROM lic
-"""
-FIGURE_COLUMNS = ["active_endpoints", "licensed_endpoints", "endpoint_usage", "patch_management",
-                  "full_disk_encryption", "edr", "integrity_monitoring", "ats", "hyperdetect", "sandbox_analyzer",
-                  "sve_vs", "_vdi_seconds", "container_protection", "_xdr_sensors"]
+    bit_or(xdr_sensors),
+    (SELECT exchange FROM mailboxes),
+    (SELECT email FROM mailboxes)
+FROM lic)"""
+FIGURE_COLUMNS = ["_company", "_month", "active_endpoints", "licensed_endpoints", "endpoint_usage",
+                  "patch_management", "full_disk_encryption", "edr", "integrity_monitoring", "ats", "hyperdetect",
+                  "sandbox_analyzer", "sve_vs", "_vdi_seconds", "container_protection", "_xdr_sensors",
+                  "exchange_mailboxes", "email_security_mailboxes"]
 
-RETENTION_SQL = f"""
-WITH tiers AS (SELECT * FROM unnest(%(keys)s::text[], %(ranks)s::int[], %(enabled)s::timestamptz[],
-                                    %(disabled)s::timestamptz[]) AS t(key, rank, enabled_at, disabled_at)),
+# One company-month's part of the Data Retention statement (U9): each licensed endpoint is charged
+# the highest tier enabled while it was seen in the month.
+RETENTION_PART = f"""
+(WITH tiers AS (SELECT * FROM unnest(%(keys)s::text[], %(ranks)s::int[], %(enabled)s::timestamptz[],
+                                     %(disabled)s::timestamptz[]) AS t(key, rank, enabled_at, disabled_at)),
 charged AS (
     SELECT (SELECT t.key FROM tiers t
             WHERE t.enabled_at <= m.last_seen_at AND (t.disabled_at IS NULL OR t.disabled_at >= %(start)s)
             ORDER BY t.rank DESC LIMIT 1) AS tier
-    FROM telemetry_endpointmonth m
+    FROM {SCHEMA}.telemetry_endpointmonth m
     WHERE m.month = %(month)s AND EXISTS (
         SELECT 1 FROM public.licensing_seatassignment s
         WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH})
 )
-SELECT tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier
-"""
+SELECT %(company)s::bigint, %(month)s::date, tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier)"""
 
-MAILBOX_SQL = """
-SELECT count(*) FILTER (WHERE product = 'exchange'),
-       count(*) FILTER (WHERE product = 'email' AND "primary"
-                        AND lower(COALESCE(object_class, '')) IN ('', 'user')
-                        AND (emails_sent > 0 OR emails_received > 0))
-FROM telemetry_mailboxmonth WHERE month = %(month)s
-"""
-
-# add-on figure -> the own-use item that must be enabled in the month for it to count (U13)
 GATED = {
     "patch_management": "patch_management", "full_disk_encryption": "full_disk_encryption", "edr": "edr",
     "integrity_monitoring": "integrity_monitoring", "ats": "advanced_threat_security",
@@ -177,13 +193,31 @@ def month_previous(moment: dt.datetime | dt.date) -> dt.date:
     return month_start(month_start(moment) - dt.timedelta(days=1))
 
 
+
+def _quoted(schema: str) -> str:
+    return '"' + schema.replace('"', '""') + '"'
+
+
+def _part(template: str, schema: str, **names) -> str:
+    return template.replace(SCHEMA, _quoted(schema)).format(**names)
+
+
+def _compose(sql: str, params) -> str:
+    """SQL with its parameters bound, to be joined into one statement with other companies' parts."""
+    return connection.ops.compose_sql(sql, params)
+
+
 def _enabled_in_month(company: Company, month: dt.date):
     """Own-use items enabled at any time in the month, with their intervals (history kept by
     licensing.entitlements)."""
+    return _enabled_during([company.pk], month).get(company.pk, {})
+
+
+def _enabled_during(company_ids: list[int], month: dt.date) -> dict[int, dict[str, list[tuple]]]:
     from licensing.entitlements import own_use_during
 
     start, end = month_bounds(month)
-    return own_use_during(company_ids=[company.pk], start=start, end=end).get(company.pk, {})
+    return own_use_during(company_ids=company_ids, start=start, end=end)
 
 
 def _product_type(enabled: dict[str, list[tuple]]) -> str:
@@ -193,70 +227,110 @@ def _product_type(enabled: dict[str, list[tuple]]) -> str:
     return max(candidates)[1] if candidates else ""
 
 
-def usage_month_compute(*, company: Company, month: dt.date) -> dict:
-    """The company's own figures for the month, computed from its schema (call inside its
-    tenant_context). Pure read: nothing is written."""
-    from licensing.models import CatalogItem, License
+class _Terms:
+    """What the companies' figures depend on besides telemetry, read once for a batch: licenses
+    (theirs and their ancestors', for the effective end date, S1) and the retention tiers."""
 
+    def __init__(self, companies: list[Company]):
+        from licensing.models import CatalogItem, License
+
+        chains = {c.pk: [int(p) for p in c.lineage.strip("/").split("/") if p] or [c.pk] for c in companies}
+        ids = {i for chain in chains.values() for i in chain}
+        self.licenses = {lic.company_id: lic for lic in License.objects.filter(company_id__in=ids)}
+        self.chains = chains
+        self._ranks = None
+        self._rank_model = CatalogItem
+
+    def ranks(self) -> dict[str, int]:
+        if self._ranks is None:
+            self._ranks = dict(self._rank_model.objects.filter(kind="retention_tier").values_list("key", "rank"))
+        return self._ranks
+
+    def end_date(self, company: Company):
+        """S1: the company's own end date, else its nearest ancestor's."""
+        for company_id in reversed(self.chains[company.pk]):
+            lic = self.licenses.get(company_id)
+            if lic is not None and lic.end_date is not None:
+                return lic.end_date
+        return None
+
+
+def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) -> dict[int, dict]:
+    """The companies' own figures for the month, computed from their schemas in two statements.
+    Pure read: nothing is written."""
+    if not companies:
+        return {}
     start, end = month_bounds(month)
-    enabled = _enabled_in_month(company, month)
-    params = {"company": company.pk, "month": month, "start": start, "end": end,
-              "sve": "sve" in enabled, "cp": "container_protection" in enabled}
-    with connection.cursor() as cursor:
-        cursor.execute(FIGURES_SQL, params)
-        raw = dict(zip(FIGURE_COLUMNS, cursor.fetchone(), strict=True))
-        cursor.execute(MAILBOX_SQL, params)
-        exchange, email = cursor.fetchone()
-        tiers = {}
+    enabled_of = _enabled_during([c.pk for c in companies], month)
+    parts, retention_parts = [], []
+    for company in companies:
+        enabled = enabled_of.get(company.pk, {})
+        params = {"company": company.pk, "month": month, "start": start, "end": end,
+                  "sve": "sve" in enabled, "cp": "container_protection" in enabled}
+        parts.append(_compose(_part(FIGURES_PART, company.schema_name), params))
         if "data_retention" in enabled:
-            ranks = dict(CatalogItem.objects.filter(kind="retention_tier").values_list("key", "rank"))
+            ranks = terms.ranks()
             spans = [(key, ranks[key], e, d) for key in ranks for e, d in enabled.get(key, [])]
             if spans:
-                cursor.execute(RETENTION_SQL, {**params, "keys": [s[0] for s in spans],
-                                               "ranks": [s[1] for s in spans], "enabled": [s[2] for s in spans],
-                                               "disabled": [s[3] for s in spans]})
-                tiers = dict(cursor.fetchall())
-    figures = {k: v for k, v in raw.items() if not k.startswith("_")}
-    figures["sve_vdi_hours"] = math.ceil(raw["_vdi_seconds"] / 3600)  # U7: per company and month
-    sensors = raw["_xdr_sensors"] or 0
-    for wire, item in XDR_SENSOR_ITEMS.items():  # U5
-        deployed = bool(sensors & XDR_SENSOR_BITS[wire])
-        figures[item] = figures["licensed_endpoints"] if deployed and item in enabled and "xdr" in enabled else 0
-    figures["mdr_foundations"] = figures["edr"] if "mdr_foundations" in enabled else 0  # U10 (EDR counted first)
-    figures["exchange_mailboxes"] = exchange
-    figures["email_security_mailboxes"] = email
-    for figure, item in GATED.items():  # U13: an add-on not enabled counts nothing
-        if item not in enabled:
-            figures[figure] = 0
-    product_type = _product_type(enabled)
-    if product_type == "edr_standalone":  # U11: active (licensed) endpoints of EDR companies
-        figures["endpoint_usage"] = figures["licensed_endpoints"]
-    lic = License.objects.filter(company=company).first()
-    return {
-        **figures,
-        "product_type": product_type,
-        "data_retention": dict(tiers),
-        "enabled": sorted(enabled),
-        "reserved_seats": lic.reserved_seats if lic else None,
-        "minimum_usage": lic.minimum_usage if lic else None,
-        "end_date": _effective_end(company),
-        "auto_renew": bool(lic and lic.auto_renew),
-    }
+                retention_parts.append(_compose(_part(RETENTION_PART, company.schema_name), {
+                    **params, "keys": [s[0] for s in spans], "ranks": [s[1] for s in spans],
+                    "enabled": [s[2] for s in spans], "disabled": [s[3] for s in spans]}))
+    tiers: dict[int, dict[str, int]] = defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts))
+        raws = {row[0]: dict(zip(FIGURE_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
+        if retention_parts:
+            cursor.execute(" UNION ALL ".join(retention_parts))
+            for company_id, _month, tier, count in cursor.fetchall():
+                tiers[company_id][tier] = count
+    result = {}
+    for company in companies:
+        enabled, raw = enabled_of.get(company.pk, {}), raws[company.pk]
+        figures = {k: v for k, v in raw.items() if not k.startswith("_")}
+        figures["sve_vdi_hours"] = math.ceil(raw["_vdi_seconds"] / 3600)  # U7: per company and month
+        sensors = raw["_xdr_sensors"] or 0
+        for wire, item in XDR_SENSOR_ITEMS.items():  # U5
+            deployed = bool(sensors & XDR_SENSOR_BITS[wire])
+            figures[item] = figures["licensed_endpoints"] if deployed and item in enabled and "xdr" in enabled else 0
+        figures["mdr_foundations"] = figures["edr"] if "mdr_foundations" in enabled else 0  # U10 (EDR first)
+        for figure, item in GATED.items():  # U13: an add-on not enabled counts nothing
+            if item not in enabled:
+                figures[figure] = 0
+        product_type = _product_type(enabled)
+        if product_type == "edr_standalone":  # U11: active (licensed) endpoints of EDR companies
+            figures["endpoint_usage"] = figures["licensed_endpoints"]
+        lic = terms.licenses.get(company.pk)
+        result[company.pk] = {
+            **figures,
+            "product_type": product_type,
+            "data_retention": tiers.get(company.pk, {}),
+            "enabled": sorted(enabled),
+            "reserved_seats": lic.reserved_seats if lic else None,
+            "minimum_usage": lic.minimum_usage if lic else None,
+            "end_date": terms.end_date(company),
+            "auto_renew": bool(lic and lic.auto_renew),
+        }
+    return result
 
 
-def _effective_end(company: Company):
-    from licensing.subscriptions import effective_end_date
+def usage_month_compute(*, company: Company, month: dt.date) -> dict:
+    """The company's own figures for the month (pure read)."""
+    return _figures_compute([company], month, _Terms([company]))[company.pk]
 
-    return effective_end_date(company)[0]
 
-
-def _store(*, company: Company, month: dt.date, figures: dict) -> CompanyMonthUsage:
-    row = CompanyMonthUsage.objects.filter(company=company, month=month).first()
-    if row is not None and row.finalized_at is not None:
-        _record_late(row, figures)
-        return row
-    row, _ = CompanyMonthUsage.objects.update_or_create(company=company, month=month, defaults=figures)
-    return row
+def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
+    """Upsert the month's usage rows in one statement; a finalized row never changes (U12)."""
+    finalized = {row.company_id: row for row in CompanyMonthUsage.objects.filter(
+        company_id__in=figures_of, month=month, finalized_at__isnull=False).select_related("company")}
+    for company_id, row in finalized.items():
+        _record_late(row, figures_of[company_id])
+    now = timezone.now()
+    rows = [CompanyMonthUsage(company_id=company_id, month=month, computed_at=now, **figures)
+            for company_id, figures in figures_of.items() if company_id not in finalized]
+    if rows:
+        fields = [*next(iter(figures_of.values())), "computed_at"]
+        CompanyMonthUsage.objects.bulk_create(rows, update_conflicts=True, unique_fields=["company", "month"],
+                                              update_fields=fields)
 
 
 def _record_late(row: CompanyMonthUsage, figures: dict) -> None:
@@ -274,92 +348,135 @@ def _record_late(row: CompanyMonthUsage, figures: dict) -> None:
         LateAdjustment.objects.create(company=row.company, month=row.month, delta=delta)
 
 
-WATERMARK_SET_SQL = """
-INSERT INTO telemetry_rollupwatermark (id, seq) VALUES (1, %s)
-ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
-"""
+def _union_of(template: str, companies: list[Company]) -> str:
+    return " UNION ALL ".join(_part(template, c.schema_name, company=c.pk) for c in companies)
 
 
-def _watermarks(cursor, company_id: int) -> tuple[int, int]:
-    """(merged up to, newest committed heartbeat number) in the current company's schema, and the
-    company's "rollup pending" mark taken down in the same instant.
+WATERMARKS_PART = ("SELECT {company}::bigint, COALESCE((SELECT seq FROM " + SCHEMA + ".telemetry_rollupwatermark "
+                   "WHERE id = 1), 0), COALESCE((SELECT max(seq) FROM " + SCHEMA + ".telemetry_heartbeat), 0)")
 
-    The ingest lock is taken as a session lock and released at once (held to the end of the
-    transaction it would stop ingestion for the whole rollup). While it is held no insert is in
-    flight, so every number up to the newest is committed, and an insert that comes after finds the
-    mark being deleted, waits for this transaction and sets it again: no heartbeat loses its mark.
+
+def _watermarks(cursor, companies: list[Company]) -> dict[int, tuple[int, int]]:
+    """Per company: (merged up to, newest committed heartbeat number), and the companies' "rollup
+    pending" marks taken down in the same instant.
+
+    The ingest locks are taken as session locks (ascending) and released at once (held to the end of
+    the transaction they would stop ingestion for the whole rollup). While they are held no insert
+    is in flight, so every number up to the newest is committed, and an insert that comes after
+    finds the mark being deleted, waits for this transaction and sets it again: no heartbeat loses
+    its mark. The watermark itself only moves under the rollup lock, which this transaction holds.
     """
-    cursor.execute("SELECT COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)")
-    low = cursor.fetchone()[0]
-    key = ingest_lock_key(company_id)
-    cursor.execute("SELECT pg_advisory_lock(%s)", [key])
+    keys = sorted(ingest_lock_key(c.pk) for c in companies)
+    cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
     try:
-        cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = %s", [company_id])
-        cursor.execute("SELECT COALESCE(max(seq), 0) FROM telemetry_heartbeat")
-        high = cursor.fetchone()[0]
+        cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
+        cursor.execute(_union_of(WATERMARKS_PART, companies))
+        marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
     finally:
         try:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+            cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
         except DatabaseError:
-            # the transaction failed under the lock: a session lock ends with its session
+            # the transaction failed under the locks: session locks end with their session
             connection.close()
             raise
-    return low, high
+    return marks
+
+
+PENDING_SQL = (f"SELECT count(*) FROM {SCHEMA}.telemetry_heartbeat WHERE seq > "
+               f"COALESCE((SELECT seq FROM {SCHEMA}.telemetry_rollupwatermark WHERE id = 1), 0)")
 
 
 def heartbeats_pending(*, company: Company) -> int:
     """Heartbeats stored but not merged yet (operations and tests)."""
-    with tenant_context(company), connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM telemetry_heartbeat WHERE seq > "
-                       "COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)")
+    with connection.cursor() as cursor:
+        cursor.execute(_part(PENDING_SQL, company.schema_name))
         return cursor.fetchone()[0]
 
 
-def _lock(company_id: int) -> None:
+def _lock(company_ids: list[int]) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_NAMESPACE + company_id])
+        cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
+                       [sorted(ADVISORY_NAMESPACE + i for i in company_ids)])
 
 
-@transaction.atomic
-def usage_company_rollup(*, company_id: int, months: list[dt.date] | None = None) -> list[dt.date]:
-    """Roll up the company's pending heartbeats and recompute the months they touch (and `months`).
-    Returns the months recomputed. Idempotent; safe beside ingestion and other workers."""
-    company = Company.objects.get(pk=company_id)
-    _lock(company_id)
-    with tenant_context(company):
+def _merge(cursor, companies: list[Company], marks: dict[int, tuple[int, int]]) -> dict[int, list]:
+    """Heartbeats -> endpoint-day for the companies with new heartbeats, watermarks moved, in one
+    statement. Returns the (endpoint, month) pairs touched, per company."""
+    moving = [c for c in companies if marks[c.pk][1] > marks[c.pk][0]]
+    touched: dict[int, list] = defaultdict(list)
+    if not moving:
+        return touched
+    ctes = ",".join(_part(MERGE_PART, c.schema_name, n=n, low=int(marks[c.pk][0]), high=int(marks[c.pk][1]))
+                    for n, c in enumerate(moving))
+    selects = " UNION ALL ".join(f"({MERGE_TOUCHED.format(company=c.pk, n=n)})" for n, c in enumerate(moving))
+    cursor.execute(f"WITH {ctes} {selects}")
+    for company_id, endpoint_id, month in cursor.fetchall():
+        touched[company_id].append((endpoint_id, month))
+    return touched
+
+
+def _months(cursor, companies: list[Company], touched: dict[int, list]) -> None:
+    """Endpoint-day -> endpoint-month for the touched pairs, every company in one statement."""
+    ctes = [_compose(_part(MONTHS_PART, c.schema_name, n=n),
+                     [[str(e) for e, _ in touched[c.pk]], [m for _, m in touched[c.pk]]])
+            for n, c in enumerate(c for c in companies if touched.get(c.pk))]
+    if ctes:
+        cursor.execute(f"WITH {','.join(ctes)} SELECT 1")
+
+
+def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | None = None) -> dict[int, list[dt.date]]:
+    """Roll up the companies' pending heartbeats and recompute the months they touch (and `months`),
+    in one transaction and a fixed number of statements. Returns the months recomputed per company.
+    Idempotent; safe beside ingestion and other workers."""
+    with transaction.atomic():
+        _lock(company_ids)
+        companies = list(Company.objects.filter(pk__in=company_ids).order_by("pk"))
+        if not companies:
+            return {}
         with connection.cursor() as cursor:
-            low, high = _watermarks(cursor, company_id)
-            touched = []
-            if high > low:
-                cursor.execute(MERGE_DAYS_SQL, {"low": low, "high": high})
-                touched = cursor.fetchall()
-                cursor.execute(WATERMARK_SET_SQL, [high])
-            if touched:
-                cursor.execute(MONTHS_SQL, [[str(e) for e, _ in touched], [m for _, m in touched]])
-        recompute = sorted({m for _, m in touched} | set(months or []))
-        for month in recompute:
-            _store(company=company, month=month, figures=usage_month_compute(company=company, month=month))
+            marks = _watermarks(cursor, companies)
+            touched = _merge(cursor, companies, marks)
+            _months(cursor, companies, touched)
+        recompute = {c.pk: sorted({m for _, m in touched.get(c.pk, [])} | set(months or [])) for c in companies}
+        by_month: dict[dt.date, list[Company]] = defaultdict(list)
+        for company in companies:
+            for month in recompute[company.pk]:
+                by_month[month].append(company)
+        terms = _Terms(companies)
+        for month, members in sorted(by_month.items()):
+            _store(month, _figures_compute(members, month, terms))
     return recompute
 
 
+def usage_company_rollup(*, company_id: int, months: list[dt.date] | None = None) -> list[dt.date]:
+    """Roll up one company (a batch of one). Returns the months recomputed."""
+    return usage_rollup_companies(company_ids=[company_id], months=months).get(company_id, [])
+
+
 def usage_rollup_pending() -> list[int]:
-    """Companies with telemetry waiting; the fan-out task enqueues one rollup per company."""
+    """Companies with telemetry waiting; the fan-out task enqueues them in batches."""
     return list(PendingRollup.objects.order_by("since").values_list("company_id", flat=True))
 
 
+def batches(ids: list[int], size: int | None = None) -> list[list[int]]:
+    size = size or BATCH_SIZE
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
 def usage_month_close(*, month: dt.date, progress=None) -> int:
-    """U12: finalize `month` for every company: a last rollup, then the row is frozen. A second run
-    finds the month closed and changes nothing. Returns the companies finalized."""
+    """U12: finalize `month` for every company: a last rollup, then the row is frozen, a batch of
+    companies per transaction. A second run finds the month closed and changes nothing. Returns
+    the companies finalized."""
     if MonthClose.objects.filter(month=month).exists():
         return 0
     done = 0
     company_ids = list(Company.objects.order_by("pk").values_list("pk", flat=True))
-    for company_id in company_ids:
+    for batch in batches(company_ids):
         with transaction.atomic():
-            usage_company_rollup(company_id=company_id, months=[month])
-            CompanyMonthUsage.objects.filter(company_id=company_id, month=month, finalized_at__isnull=True).update(
+            usage_rollup_companies(company_ids=batch, months=[month])
+            CompanyMonthUsage.objects.filter(company_id__in=batch, month=month, finalized_at__isnull=True).update(
                 finalized_at=timezone.now())
-        done += 1
+        done += len(batch)
         if progress:
             progress(done, len(company_ids))
     MonthClose.objects.get_or_create(month=month)

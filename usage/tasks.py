@@ -8,13 +8,24 @@ from django.db import OperationalError
 
 @shared_task(name="usage.rollup_fanout", acks_late=True)
 def rollup_fanout() -> int:
-    """Beat, every minute: one rollup task per company with telemetry waiting."""
-    from usage.rollups import usage_rollup_pending
+    """Beat, every minute: one rollup task per batch of companies with telemetry waiting."""
+    from usage.rollups import batches, usage_rollup_pending
 
     company_ids = usage_rollup_pending()
-    for company_id in company_ids:
-        rollup_company.delay(company_id)
+    for batch in batches(company_ids):
+        rollup_companies.delay(batch)
     return len(company_ids)
+
+
+@shared_task(name="usage.rollup_companies", bind=True, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def rollup_companies(self, company_ids: list[int], months: list[str] | None = None) -> int:
+    """A batch of companies rolled up in one transaction (usage.rollups.BATCH_SIZE at most)."""
+    from usage.rollups import usage_rollup_companies
+
+    done = usage_rollup_companies(company_ids=company_ids,
+                                  months=[dt.date.fromisoformat(m) for m in months or []])
+    return len(done)
 
 
 @shared_task(name="usage.rollup_company", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -31,12 +42,12 @@ def rollup_company(self, company_id: int, months: list[str] | None = None) -> li
 def refresh_open_month() -> int:
     """Beat, hourly: seats and entitlements change figures without new heartbeats."""
     from companies.models import Company
-    from usage.rollups import month_start
+    from usage.rollups import batches, month_start
 
     month = month_start(dt.datetime.now(dt.UTC)).isoformat()
-    ids = list(Company.objects.values_list("pk", flat=True))
-    for company_id in ids:
-        rollup_company.delay(company_id, [month])
+    ids = list(Company.objects.order_by("pk").values_list("pk", flat=True))
+    for batch in batches(ids):
+        rollup_companies.delay(batch, [month])
     return len(ids)
 
 
