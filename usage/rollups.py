@@ -1,20 +1,20 @@
 """Rollups: heartbeats -> endpoint-day -> endpoint-month -> company-month usage (U1-U15).
 
 Every step is set-based SQL over the companies' schemas, for a batch of companies at a time: one
-statement merges every company's new heartbeats, one recomputes the endpoint-months they touched,
-one computes every company's figures, one stores them (a company's rollup is a batch of one).
+statement merges every company's new heartbeats into endpoint-day and endpoint-month, one computes
+every company's figures, one stores them (a company's rollup is a batch of one).
 Statements name each company's tables with its schema, so a batch costs a handful of round trips
 whatever its size, and a company's work is the same whichever batch it is in.
 
 Exactly-once from a watermark: the database numbers each stored heartbeat (`seq`); a rollup reads
 the newest number while holding the company's ingest lock exclusively (for an instant: every insert
 holds it shared until it commits, so every number up to the one read is committed), merges the
-heartbeats between the company's watermark and that number into endpoint-day, and moves the
-watermark in the same transaction. A killed worker leaves both unchanged; heartbeats stored
-meanwhile wait for the next run. Nothing rewrites the raw rows. The later steps recompute
-endpoint-month and company-month rows from the lasting rows, so running them twice gives the same
-rows. Per-company advisory locks, always taken in ascending order, keep two workers off the same
-company without deadlocks between batches.
+heartbeats between the company's watermark and that number into endpoint-day and endpoint-month,
+and moves the watermark in the same statement. A killed worker leaves all of it unchanged;
+heartbeats stored meanwhile wait for the next run. Nothing rewrites the raw rows. The company-month
+row is recomputed from the endpoint-month rows, so running it twice gives the same row.
+Per-company advisory locks, always taken in ascending order, keep two workers off the same company
+without deadlocks between batches.
 """
 
 import calendar
@@ -32,119 +32,140 @@ from licensing.seats import licensed_in_period_sql
 from .locks import ingest_lock_key
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
+from .telemetry.models import MachineType, OsFamily, OsType
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
-BATCH_SIZE = 100  # companies per rollup transaction: ingestion for them waits on its commit
+BATCH_SIZE = 50  # companies per rollup transaction: ingestion for them waits on its commit, and each
+# company takes ~17 relation locks (max_locks_per_transaction is shared by all sessions)
 SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
 
-# One company's part of the merge statement: its heartbeats between the watermarks, per endpoint and
-# UTC day, merged into endpoint-day; the watermark moves in the same statement. The latest OS/machine
-# shape of the day wins (one sort for the three columns).
+# The latest OS/machine shape of a day or month, picked with a plain max() over one bigint instead
+# of a sort per group: the observed microsecond times SHAPE_RADIX plus the shape's code (a
+# mixed-radix number over the agent's choices, usage.telemetry.models), decoded after grouping.
+SHAPES = {"os_family": OsFamily.values, "os_type": OsType.values, "machine_type": MachineType.values}
+SHAPE_RADIX = math.prod(len(values) for values in SHAPES.values())
+_WEIGHTS = {column: math.prod(len(v) for v in list(SHAPES.values())[i + 1:]) for i, column in enumerate(SHAPES)}
+_CODE = " + ".join(
+    "(CASE {column} {whens} END) * {weight}".format(
+        column=column, weight=_WEIGHTS[column],
+        whens=" ".join(f"WHEN '{value}' THEN {n}" for n, value in enumerate(values)))
+    for column, values in SHAPES.items())
+LATEST_KEY = f"(date_part('epoch', observed_at) * 1000000)::bigint * {SHAPE_RADIX} + {_CODE}"
+_DECODE = {column: f"(ARRAY{values!r}::text[])[((latest % {SHAPE_RADIX}) / {_WEIGHTS[column]}) % {len(values)} + 1]"
+           for column, values in SHAPES.items()}
+_LATEST_WINS = ", ".join(f"{column} = CASE WHEN EXCLUDED.last_seen_at >= {{t}}.last_seen_at THEN EXCLUDED.{column} "
+                         f"ELSE {{t}}.{column} END" for column in SHAPES)
+_MERGED = """
+        modules = {t}.modules | EXCLUDED.modules,
+        xdr_sensors = {t}.xdr_sensors | EXCLUDED.xdr_sensors,
+        used_central_scan = {t}.used_central_scan OR EXCLUDED.used_central_scan,
+        uptime_seconds = {t}.uptime_seconds + EXCLUDED.uptime_seconds,
+        container_host = {t}.container_host OR EXCLUDED.container_host,
+        heartbeats = {t}.heartbeats + EXCLUDED.heartbeats,
+        first_seen_at = LEAST({t}.first_seen_at, EXCLUDED.first_seen_at),
+        last_seen_at = GREATEST({t}.last_seen_at, EXCLUDED.last_seen_at),
+        """ + _LATEST_WINS
+_COLUMNS = ("modules, xdr_sensors, used_central_scan, uptime_seconds, os_family, os_type, machine_type, "
+            "container_host, heartbeats, first_seen_at, last_seen_at")
+
+# One company's part of the merge statement: its heartbeats between the watermarks, per endpoint
+# and UTC day (b), merged into endpoint-day (d) and, per endpoint and month, into endpoint-month
+# (m); the watermark moves in the same statement. Every figure merges associatively (bit_or, sums,
+# least/greatest, the latest shape), and each heartbeat is merged exactly once, so merging a batch
+# into the stored rows equals recomputing them from all their heartbeats.
 MERGE_PART = f"""
-b{{n}} AS (
+b{{{{n}}}} AS (
     SELECT endpoint_id, (observed_at AT TIME ZONE 'UTC')::date AS day,
            bit_or(modules) AS modules, bit_or(xdr_sensors) AS xdr_sensors,
            bool_or(scan_mode = {SCAN_MODES["central"]}) AS used_central_scan,
            sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
            count(*) AS heartbeats, min(observed_at) AS first_seen_at, max(observed_at) AS last_seen_at,
-           array_agg(ARRAY[os_family, os_type, machine_type] ORDER BY observed_at DESC) AS shape
-    FROM {SCHEMA}.telemetry_heartbeat WHERE seq > {{low}} AND seq <= {{high}} GROUP BY 1, 2
-), m{{n}} AS (
-    INSERT INTO {SCHEMA}.telemetry_endpointday AS d (endpoint_id, day, modules, xdr_sensors, used_central_scan,
-        uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
-    SELECT endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds, shape[1][1], shape[1][2],
-           shape[1][3], container_host, heartbeats, first_seen_at, last_seen_at FROM b{{n}}
-    ON CONFLICT (endpoint_id, day) DO UPDATE SET
-        modules = d.modules | EXCLUDED.modules,
-        xdr_sensors = d.xdr_sensors | EXCLUDED.xdr_sensors,
-        used_central_scan = d.used_central_scan OR EXCLUDED.used_central_scan,
-        uptime_seconds = d.uptime_seconds + EXCLUDED.uptime_seconds,
-        container_host = d.container_host OR EXCLUDED.container_host,
-        heartbeats = d.heartbeats + EXCLUDED.heartbeats,
-        first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at),
-        last_seen_at = GREATEST(d.last_seen_at, EXCLUDED.last_seen_at),
-        os_family = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_family ELSE d.os_family END,
-        os_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.os_type ELSE d.os_type END,
-        machine_type = CASE WHEN EXCLUDED.last_seen_at >= d.last_seen_at THEN EXCLUDED.machine_type
-                            ELSE d.machine_type END
-    RETURNING endpoint_id, date_trunc('month', day)::date AS month
-), w{{n}} AS (
-    INSERT INTO {SCHEMA}.telemetry_rollupwatermark (id, seq) VALUES (1, {{high}})
+           max({LATEST_KEY}) AS latest
+    FROM {SCHEMA}.telemetry_heartbeat WHERE seq > {{{{low}}}} AND seq <= {{{{high}}}} GROUP BY 1, 2
+), d{{{{n}}}} AS (
+    INSERT INTO {SCHEMA}.telemetry_endpointday AS t (endpoint_id, day, {_COLUMNS})
+    SELECT endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds,
+           {", ".join(_DECODE.values())},
+           container_host, heartbeats, first_seen_at, last_seen_at FROM b{{{{n}}}}
+    ON CONFLICT (endpoint_id, day) DO UPDATE SET {_MERGED}
+), m{{{{n}}}} AS (
+    INSERT INTO {SCHEMA}.telemetry_endpointmonth AS t (endpoint_id, month, {_COLUMNS})
+    SELECT endpoint_id, month, modules, xdr_sensors, used_central_scan, uptime_seconds,
+           {", ".join(_DECODE.values())},
+           container_host, heartbeats, first_seen_at, last_seen_at
+    FROM (SELECT endpoint_id, date_trunc('month', day)::date AS month, bit_or(modules) AS modules,
+                 bit_or(xdr_sensors) AS xdr_sensors, bool_or(used_central_scan) AS used_central_scan,
+                 sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
+                 sum(heartbeats) AS heartbeats, min(first_seen_at) AS first_seen_at,
+                 max(last_seen_at) AS last_seen_at, max(latest) AS latest
+          FROM b{{{{n}}}} GROUP BY 1, 2) AS months
+    ON CONFLICT (endpoint_id, month) DO UPDATE SET {_MERGED}
+    RETURNING month
+), w{{{{n}}}} AS (
+    INSERT INTO {SCHEMA}.telemetry_rollupwatermark (id, seq) VALUES (1, {{{{high}}}})
     ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
-)"""
-MERGE_TOUCHED = "SELECT DISTINCT {company}, endpoint_id, month FROM m{n}"
+)""".format(t="t")
+MERGE_TOUCHED = "SELECT DISTINCT {company}::bigint, month FROM m{n}"
 
-# One company's part of the endpoint-month statement: the touched endpoint-months recomputed from
-# all their days (parameters: the touched endpoints and months, pairwise).
-MONTHS_PART = f"""
-e{{n}} AS (
-    INSERT INTO {SCHEMA}.telemetry_endpointmonth AS m (endpoint_id, month, modules, xdr_sensors, used_central_scan,
-        uptime_seconds, os_family, os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at)
-    SELECT endpoint_id, month, modules, xdr_sensors, used_central_scan, uptime_seconds, shape[1][1], shape[1][2],
-           shape[1][3], container_host, heartbeats, first_seen_at, last_seen_at
-    FROM (SELECT d.endpoint_id, touched.month, bit_or(d.modules) AS modules, bit_or(d.xdr_sensors) AS xdr_sensors,
-                 bool_or(d.used_central_scan) AS used_central_scan, sum(d.uptime_seconds) AS uptime_seconds,
-                 array_agg(ARRAY[d.os_family, d.os_type, d.machine_type] ORDER BY d.last_seen_at DESC) AS shape,
-                 bool_or(d.container_host) AS container_host, sum(d.heartbeats) AS heartbeats,
-                 min(d.first_seen_at) AS first_seen_at, max(d.last_seen_at) AS last_seen_at
-          FROM {SCHEMA}.telemetry_endpointday d
-          JOIN (SELECT DISTINCT * FROM unnest(%s::uuid[], %s::date[])) AS touched(endpoint_id, month)
-            ON touched.endpoint_id = d.endpoint_id
-           AND d.day >= touched.month AND d.day < (touched.month + interval '1 month')
-          GROUP BY 1, 2) AS recomputed
-    ON CONFLICT (endpoint_id, month) DO UPDATE SET
-        modules = EXCLUDED.modules, xdr_sensors = EXCLUDED.xdr_sensors,
-        used_central_scan = EXCLUDED.used_central_scan, uptime_seconds = EXCLUDED.uptime_seconds,
-        os_family = EXCLUDED.os_family, os_type = EXCLUDED.os_type, machine_type = EXCLUDED.machine_type,
-        container_host = EXCLUDED.container_host, heartbeats = EXCLUDED.heartbeats,
-        first_seen_at = EXCLUDED.first_seen_at, last_seen_at = EXCLUDED.last_seen_at
-)"""
-
-# One company-month's row of the figures statement: one pass over the month's endpoint rows.
-# `licensed`: held a seat at some time in the month (U1). Linux virtual machines count as servers
-# (U6). Deductions apply only when the add-on is enabled, so nothing is billed twice and nothing
-# goes unbilled. Mailboxes (U14, U15) come from the month's mailbox inventory.
-FIGURES_PART = f"""
-(WITH em AS (
-    SELECT m.*,
-           (m.machine_type = 'virtual' AND (m.os_type = 'server' OR m.os_family = 'linux')) AS vs,
-           (m.machine_type = 'virtual' AND NOT (m.os_type = 'server' OR m.os_family = 'linux')) AS vdi,
-           EXISTS (SELECT 1 FROM public.licensing_seatassignment s
-                   WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
-                     AND {LICENSED_IN_MONTH}) AS licensed
-    FROM {SCHEMA}.telemetry_endpointmonth m WHERE m.month = %(month)s
+# The figures of a batch of companies for one month, in one aggregate over the union of their
+# endpoint-month rows (one part per schema). `licensed`: held a seat at some time in the month (U1).
+# Linux virtual machines count as servers (U6). Deductions apply only when the add-on is enabled,
+# so nothing is billed twice and nothing goes unbilled. Mailboxes (U14, U15) come from the month's
+# mailbox inventory of the companies with a mailbox product.
+ENDPOINT_MONTHS_PART = ("SELECT {company}::bigint AS company_id, m.endpoint_id, m.modules, m.xdr_sensors, "
+                        "m.used_central_scan, m.uptime_seconds, m.os_family, m.os_type, m.machine_type "
+                        f"FROM {SCHEMA}.telemetry_endpointmonth m WHERE m.month = %(month)s")
+MAILBOXES_PART = ("SELECT {company}::bigint AS company_id, count(*) FILTER (WHERE product = 'exchange') AS exchange, "
+                  "count(*) FILTER (WHERE product = 'email' AND \"primary\" "
+                  "AND lower(COALESCE(object_class, '')) IN ('', 'user') "
+                  "AND (emails_sent > 0 OR emails_received > 0)) AS email "
+                  f"FROM {SCHEMA}.telemetry_mailboxmonth WHERE month = %(month)s")
+NO_MAILBOXES = "SELECT NULL::bigint AS company_id, 0::bigint AS exchange, 0::bigint AS email WHERE false"
+FIGURES_SQL = f"""
+WITH terms AS (
+    SELECT * FROM unnest(%(companies)s::bigint[], %(sve)s::boolean[], %(cp)s::boolean[]) AS t(company_id, sve, cp)
+), em AS ({{endpoint_months}}
+), held AS (
+    SELECT s.company_id, s.endpoint_id FROM public.licensing_seatassignment s
+    WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH}
 ), lic AS (
-    SELECT *, (vs AND used_central_scan AND %(sve)s) AS sve_vs,
-              (vdi AND used_central_scan AND %(sve)s) AS sve_vdi,
-              (modules & {MODULE_BITS["container_protection"]} <> 0 AND %(cp)s) AS cp
-    FROM em WHERE licensed
-), mailboxes AS (
-    SELECT count(*) FILTER (WHERE product = 'exchange') AS exchange,
-           count(*) FILTER (WHERE product = 'email' AND "primary"
-                            AND lower(COALESCE(object_class, '')) IN ('', 'user')
-                            AND (emails_sent > 0 OR emails_received > 0)) AS email
-    FROM {SCHEMA}.telemetry_mailboxmonth WHERE month = %(month)s
+    SELECT em.*,
+           (em.machine_type = 'virtual' AND (em.os_type = 'server' OR em.os_family = 'linux')
+            AND em.used_central_scan AND t.sve) AS sve_vs,
+           (em.machine_type = 'virtual' AND NOT (em.os_type = 'server' OR em.os_family = 'linux')
+            AND em.used_central_scan AND t.sve) AS sve_vdi,
+           (em.modules & {MODULE_BITS["container_protection"]} <> 0 AND t.cp) AS cp
+    FROM em JOIN terms t USING (company_id) JOIN held USING (company_id, endpoint_id)
+), active AS (
+    SELECT company_id, count(*) AS n FROM em GROUP BY company_id
+), counted AS (
+    SELECT company_id,
+        count(*) AS licensed,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["antimalware"]} <> 0 AND NOT sve_vs AND NOT sve_vdi
+                         AND NOT cp) AS endpoint_usage,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["patch_management"]} <> 0) AS patch_management,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["full_disk_encryption"]} <> 0) AS full_disk_encryption,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["edr"]} <> 0) AS edr,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["integrity_monitoring"]} <> 0) AS integrity_monitoring,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["hyperdetect"] | MODULE_BITS["sandbox_analyzer"]} <> 0) AS ats,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["hyperdetect"]} <> 0) AS hyperdetect,
+        count(*) FILTER (WHERE modules & {MODULE_BITS["sandbox_analyzer"]} <> 0) AS sandbox_analyzer,
+        count(*) FILTER (WHERE sve_vs AND NOT cp) AS sve_vs,
+        sum(uptime_seconds) FILTER (WHERE sve_vdi) AS vdi_seconds,
+        count(*) FILTER (WHERE cp) AS container_protection,
+        bit_or(xdr_sensors) AS xdr_sensors
+    FROM lic GROUP BY company_id
+), mail AS ({{mailboxes}}
 )
-SELECT
-    %(company)s::bigint, %(month)s::date,
-    (SELECT count(*) FROM em),
-    count(*),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["antimalware"]} <> 0 AND NOT sve_vs AND NOT sve_vdi AND NOT cp),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["patch_management"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["full_disk_encryption"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["edr"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["integrity_monitoring"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["hyperdetect"] | MODULE_BITS["sandbox_analyzer"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["hyperdetect"]} <> 0),
-    count(*) FILTER (WHERE modules & {MODULE_BITS["sandbox_analyzer"]} <> 0),
-    count(*) FILTER (WHERE sve_vs AND NOT cp),
-    COALESCE(sum(uptime_seconds) FILTER (WHERE sve_vdi), 0),
-    count(*) FILTER (WHERE cp),
-    bit_or(xdr_sensors),
-    (SELECT exchange FROM mailboxes),
-    (SELECT email FROM mailboxes)
-FROM lic)"""
+SELECT t.company_id, %(month)s::date, COALESCE(a.n, 0), COALESCE(c.licensed, 0), COALESCE(c.endpoint_usage, 0),
+       COALESCE(c.patch_management, 0), COALESCE(c.full_disk_encryption, 0), COALESCE(c.edr, 0),
+       COALESCE(c.integrity_monitoring, 0), COALESCE(c.ats, 0), COALESCE(c.hyperdetect, 0),
+       COALESCE(c.sandbox_analyzer, 0), COALESCE(c.sve_vs, 0), COALESCE(c.vdi_seconds, 0),
+       COALESCE(c.container_protection, 0), c.xdr_sensors, COALESCE(x.exchange, 0), COALESCE(x.email, 0)
+FROM terms t LEFT JOIN active a USING (company_id) LEFT JOIN counted c USING (company_id)
+     LEFT JOIN mail x USING (company_id)
+"""
 FIGURE_COLUMNS = ["_company", "_month", "active_endpoints", "licensed_endpoints", "endpoint_usage",
                   "patch_management", "full_disk_encryption", "edr", "integrity_monitoring", "ats", "hyperdetect",
                   "sandbox_analyzer", "sve_vs", "_vdi_seconds", "container_protection", "_xdr_sensors",
@@ -262,22 +283,29 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
         return {}
     start, end = month_bounds(month)
     enabled_of = _enabled_during([c.pk for c in companies], month)
-    parts, retention_parts = [], []
+    terms_of = {c.pk: enabled_of.get(c.pk, {}) for c in companies}
+    mailbox_items = {"security_for_exchange", "email_security"}
+    endpoint_months = " UNION ALL ".join(_part(ENDPOINT_MONTHS_PART, c.schema_name, company=c.pk) for c in companies)
+    mailboxes = " UNION ALL ".join(_part(MAILBOXES_PART, c.schema_name, company=c.pk) for c in companies
+                                   if mailbox_items & set(terms_of[c.pk])) or NO_MAILBOXES
+    params = {"month": month, "start": start, "end": end, "companies": [c.pk for c in companies],
+              "sve": ["sve" in terms_of[c.pk] for c in companies],
+              "cp": ["container_protection" in terms_of[c.pk] for c in companies]}
+    retention_parts = []
     for company in companies:
-        enabled = enabled_of.get(company.pk, {})
-        params = {"company": company.pk, "month": month, "start": start, "end": end,
-                  "sve": "sve" in enabled, "cp": "container_protection" in enabled}
-        parts.append(_compose(_part(FIGURES_PART, company.schema_name), params))
+        enabled = terms_of[company.pk]
         if "data_retention" in enabled:
             ranks = terms.ranks()
             spans = [(key, ranks[key], e, d) for key in ranks for e, d in enabled.get(key, [])]
             if spans:
                 retention_parts.append(_compose(_part(RETENTION_PART, company.schema_name), {
-                    **params, "keys": [s[0] for s in spans], "ranks": [s[1] for s in spans],
+                    "company": company.pk, "month": month, "start": start, "end": end,
+                    "keys": [s[0] for s in spans], "ranks": [s[1] for s in spans],
                     "enabled": [s[2] for s in spans], "disabled": [s[3] for s in spans]}))
     tiers: dict[int, dict[str, int]] = defaultdict(dict)
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(parts))
+        cursor.execute(FIGURES_SQL.replace("{endpoint_months}", endpoint_months).replace("{mailboxes}", mailboxes),
+                       params)
         raws = {row[0]: dict(zip(FIGURE_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
         if retention_parts:
             cursor.execute(" UNION ALL ".join(retention_parts))
@@ -399,29 +427,20 @@ def _lock(company_ids: list[int]) -> None:
                        [sorted(ADVISORY_NAMESPACE + i for i in company_ids)])
 
 
-def _merge(cursor, companies: list[Company], marks: dict[int, tuple[int, int]]) -> dict[int, list]:
-    """Heartbeats -> endpoint-day for the companies with new heartbeats, watermarks moved, in one
-    statement. Returns the (endpoint, month) pairs touched, per company."""
+def _merge(cursor, companies: list[Company], marks: dict[int, tuple[int, int]]) -> dict[int, set[dt.date]]:
+    """Heartbeats -> endpoint-day and endpoint-month for the companies with new heartbeats,
+    watermarks moved, in one statement. Returns the months touched, per company."""
     moving = [c for c in companies if marks[c.pk][1] > marks[c.pk][0]]
-    touched: dict[int, list] = defaultdict(list)
+    touched: dict[int, set[dt.date]] = defaultdict(set)
     if not moving:
         return touched
     ctes = ",".join(_part(MERGE_PART, c.schema_name, n=n, low=int(marks[c.pk][0]), high=int(marks[c.pk][1]))
                     for n, c in enumerate(moving))
     selects = " UNION ALL ".join(f"({MERGE_TOUCHED.format(company=c.pk, n=n)})" for n, c in enumerate(moving))
     cursor.execute(f"WITH {ctes} {selects}")
-    for company_id, endpoint_id, month in cursor.fetchall():
-        touched[company_id].append((endpoint_id, month))
+    for company_id, month in cursor.fetchall():
+        touched[company_id].add(month)
     return touched
-
-
-def _months(cursor, companies: list[Company], touched: dict[int, list]) -> None:
-    """Endpoint-day -> endpoint-month for the touched pairs, every company in one statement."""
-    ctes = [_compose(_part(MONTHS_PART, c.schema_name, n=n),
-                     [[str(e) for e, _ in touched[c.pk]], [m for _, m in touched[c.pk]]])
-            for n, c in enumerate(c for c in companies if touched.get(c.pk))]
-    if ctes:
-        cursor.execute(f"WITH {','.join(ctes)} SELECT 1")
 
 
 def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | None = None) -> dict[int, list[dt.date]]:
@@ -436,8 +455,7 @@ def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | No
         with connection.cursor() as cursor:
             marks = _watermarks(cursor, companies)
             touched = _merge(cursor, companies, marks)
-            _months(cursor, companies, touched)
-        recompute = {c.pk: sorted({m for _, m in touched.get(c.pk, [])} | set(months or [])) for c in companies}
+        recompute = {c.pk: sorted(touched.get(c.pk, set()) | set(months or [])) for c in companies}
         by_month: dict[dt.date, list[Company]] = defaultdict(list)
         for company in companies:
             for month in recompute[company.pk]:

@@ -1,17 +1,22 @@
 """Rollup cost and telemetry storage (ARCHITECTURE.md, Telemetry path).
 
 Creates BENCH_ROLLUP_COMPANIES companies (default 40; the issue's target run is 1,000) and COPYs
-BENCH_ROLLUP_HEARTBEATS heartbeats (default 200,000; target 1,000,000) into their schemas, spread
-over the current month so far, with licensed seats. Then it times:
+BENCH_ROLLUP_HEARTBEATS heartbeats (default 200,000; target 1,000,000) into their schemas, with
+licensed seats, in two shapes (BENCH_ROLLUP_SHAPES): "cadence", each endpoint reporting every 15
+minutes as agents do, and "spread", the same number of heartbeats at random over the month so far
+(about one endpoint-day row per two heartbeats: the most rows they can make). Then it times:
 
 - the baseline: ONE hand-written SQL aggregate over the same rows (per company: endpoints, endpoints
   with antimalware, with Patch Management, with EDR, VDI seconds), the least any rollup could do;
-- the product's rollup: usage_company_rollup for every company, one after the other (heartbeats ->
-  endpoint-day -> endpoint-month -> company-month, the company's watermark moved), as one worker would.
+- the product's rollup: usage_rollup_companies over every company in batches, one after the other,
+  as one worker runs the fan-out's tasks (heartbeats -> endpoint-day -> endpoint-month ->
+  company-month, the watermarks moved);
 
-It prints both as a ratio (target: rollup within 3x of the aggregate), checks that both count the
-same, and prints the bytes of stored telemetry per endpoint per month: raw heartbeats (kept for the
-open month plus the 35-day late window) and the lasting endpoint-day and endpoint-month rows.
+each on a new connection (cold: the first run of a worker) and again on the same one (warm). It
+prints the ratios (target: rollup within 3x of the aggregate), what writing the endpoint-day rows
+alone costs, checks that rollup and aggregate count the same, and prints the bytes of stored
+telemetry per endpoint per month: raw heartbeats (kept for the open month plus the 35-day late
+window) and the lasting endpoint-day and endpoint-month rows.
 """
 
 import datetime as dt
@@ -33,12 +38,13 @@ from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
-from usage.rollups import month_start, usage_company_rollup
+from usage.rollups import BATCH_SIZE, batches, month_start, usage_rollup_companies
 
 COMPANIES = int(os.environ.get("BENCH_ROLLUP_COMPANIES", "40"))
 HEARTBEATS = int(os.environ.get("BENCH_ROLLUP_HEARTBEATS", "200000"))
 ENDPOINTS = int(os.environ.get("BENCH_ROLLUP_ENDPOINTS", "25"))  # per company
-HEARTBEAT_INTERVAL_MINUTES = 15  # the agent's default cadence, for the storage projection
+HEARTBEAT_INTERVAL_MINUTES = 15  # the agent's default cadence
+SHAPES = os.environ.get("BENCH_ROLLUP_SHAPES", "cadence,spread").split(",")
 NAME = "Rollup bench"
 
 COPY_SQL = ('COPY "{schema}".telemetry_heartbeat (id, endpoint_id, observed_at, received_at, os_family, os_type, '
@@ -75,7 +81,19 @@ PROFILES = [("windows", "workstation", "physical"), ("linux", "server", "virtual
             ("windows", "workstation", "virtual"), ("windows", "server", "physical")]
 
 
-def _fill(company: Company, per_company: int, start: dt.datetime, end: dt.datetime, rng: random.Random) -> int:
+def _observed(shape: str, n: int, start: dt.datetime, end: dt.datetime, rng: random.Random) -> dt.datetime:
+    """When heartbeat `n` of a company was observed. "cadence": each endpoint reports every
+    HEARTBEAT_INTERVAL_MINUTES up to now, as agents do (about one endpoint-day row per 96
+    heartbeats); "spread": at random times over the month so far (about one row per two
+    heartbeats: the most endpoint-day rows the same heartbeats can make)."""
+    if shape == "spread":
+        return start + dt.timedelta(seconds=rng.random() * (end - start).total_seconds())
+    beat = n // ENDPOINTS
+    return max(start, end - dt.timedelta(minutes=HEARTBEAT_INTERVAL_MINUTES * beat, seconds=rng.random() * 60))
+
+
+def _fill(company: Company, per_company: int, start: dt.datetime, end: dt.datetime, rng: random.Random,
+          shape: str = "spread") -> int:
     """ENDPOINTS endpoints with seats, and `per_company` heartbeats COPYed in; returns rows written."""
     endpoints = []
     for _ in range(ENDPOINTS):
@@ -90,12 +108,11 @@ def _fill(company: Company, per_company: int, start: dt.datetime, end: dt.dateti
     SeatAssignment.objects.bulk_create([
         SeatAssignment(company=company, endpoint_id=e[0], pool=pool, state=SeatState.LICENSED, first_seen_at=start,
                        licensed_at=start - dt.timedelta(days=1)) for e in endpoints])
-    span = (end - start).total_seconds()
     received = timezone.now().isoformat()
     lines = []
     for n in range(per_company):
         endpoint_id, os_family, os_type, machine_type, modules, scan = endpoints[n % ENDPOINTS]
-        observed = (start + dt.timedelta(seconds=rng.random() * span)).isoformat()
+        observed = _observed(shape, n, start, end, rng).isoformat()
         # a module is sometimes missing from a heartbeat: the month's union must still find it
         mask = modules if rng.random() < 0.9 else BIT_AM
         sensors = XDR_SENSOR_BITS["network"] if n % 50 == 0 else 0
@@ -135,8 +152,52 @@ def _sizes(companies: list[Company]) -> dict[str, tuple[int, int]]:
     return sizes
 
 
+def _rollup_all(companies: list[Company], month: dt.date) -> None:
+    """As the fan-out's tasks would, one after the other on one worker: batches of BATCH_SIZE."""
+    for batch in tqdm(batches([c.pk for c in companies]), desc="rollup", unit="batch", leave=False):
+        usage_rollup_companies(company_ids=batch, months=[month])
+
+
+def _forget_rollups(companies: list[Company]) -> None:
+    """Back to "nothing rolled up" without TRUNCATE, which would also cool the connection's caches."""
+    with connection.cursor() as cursor:
+        cursor.execute(";".join(f'DELETE FROM "{c.schema_name}".{table}' for c in companies  # noqa: S608 - our names
+                                for table in ("telemetry_endpointday", "telemetry_endpointmonth",
+                                              "telemetry_rollupwatermark")))
+    CompanyMonthUsage.objects.filter(company__in=companies).delete()
+
+
+def _write_floor(companies: list[Company]) -> float:
+    """Seconds to INSERT just the endpoint-day rows the rollup wrote, with the same indexes, into
+    one table: what writing the lasting record costs before any counting."""
+    union = " UNION ALL ".join(f'SELECT * FROM "{c.schema_name}".telemetry_endpointday' for c in companies)
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE bench_days AS {union}")  # noqa: S608 - our own schema names
+        cursor.execute("CREATE TABLE public.bench_floor (LIKE bench_days INCLUDING ALL)")
+        cursor.execute("CREATE UNIQUE INDEX ON public.bench_floor (endpoint_id, day)")
+        cursor.execute("CREATE INDEX ON public.bench_floor (day)")
+        try:
+            started = time.perf_counter()
+            cursor.execute("INSERT INTO public.bench_floor SELECT * FROM bench_days")
+            return time.perf_counter() - started
+        finally:
+            cursor.execute("DROP TABLE public.bench_floor")
+            cursor.execute("DROP TABLE bench_days")
+
+
+def _check(companies: list[Company], month: dt.date, expected: dict[int, tuple]) -> None:
+    figures = {row.company_id: row for row in CompanyMonthUsage.objects.filter(company__in=companies, month=month)}
+    for company in companies:
+        endpoints, antimalware, patch, edr, _vdi_seconds = expected[company.pk]
+        row = figures[company.pk]
+        assert (row.active_endpoints, row.licensed_endpoints, row.patch_management, row.edr) == \
+            (endpoints, endpoints, patch, edr)
+        assert row.endpoint_usage == antimalware  # SVE and containers not enabled: no deduction
+
+
 @pytest.mark.django_db(transaction=True)
-def test_rollup_against_hand_written_aggregate(platform, stopwatch):
+@pytest.mark.parametrize("shape", SHAPES)
+def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
     _remove_earlier_runs()
     rng = random.Random(5)  # noqa: S311 - test data
     now = timezone.now()
@@ -151,37 +212,32 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch):
             entitlements_set(actor=None, company=company, purpose="own",
                              keys={"endpoint_security", "a_la_carte", "patch_management", "edr"})
         per_company = max(ENDPOINTS, HEARTBEATS // COMPANIES)
-        with stopwatch.measure("load"):
-            rows = sum(_fill(c, per_company, start, end, rng)
-                       for c in tqdm(companies, desc="COPY heartbeats", unit="co"))
+        rows = sum(_fill(c, per_company, start, end, rng, shape)
+                   for c in tqdm(companies, desc=f"COPY heartbeats ({shape})", unit="co"))
         with connection.cursor() as cursor:
             for company in companies:
                 cursor.execute(f'ANALYZE "{company.schema_name}".telemetry_heartbeat')
 
-        cold_seconds, expected = _baseline(companies)
-        warm_seconds, _ = _baseline(companies)
-        baseline = min(cold_seconds, warm_seconds)
-        with stopwatch.measure("rollup"):
-            for company in tqdm(companies, desc="rollup", unit="co"):
-                usage_company_rollup(company_id=company.pk, months=[month])
+        # cold: a new connection, as a worker's first run; warm: the same again with its caches
+        connection.close()
+        base_cold, expected = _baseline(companies)
+        with stopwatch.measure("rollup cold"):
+            _rollup_all(companies, month)
+        _check(companies, month, expected)
         with stopwatch.measure("rerun"):  # nothing pending: the incremental path
-            for company in companies:
-                usage_company_rollup(company_id=company.pk)
-
-        figures = {row.company_id: row for row in CompanyMonthUsage.objects.filter(company__in=companies,
-                                                                                    month=month)}
-        for company in companies:
-            endpoints, antimalware, patch, edr, _vdi_seconds = expected[company.pk]
-            row = figures[company.pk]
-            assert (row.active_endpoints, row.licensed_endpoints, row.patch_management, row.edr) == \
-                (endpoints, endpoints, patch, edr)
-            assert row.endpoint_usage == antimalware  # SVE and containers not enabled: no deduction
+            _rollup_all(companies, month)
+        _forget_rollups(companies)
+        base_warm, _ = _baseline(companies)
+        with stopwatch.measure("rollup warm"):
+            _rollup_all(companies, month)
+        _check(companies, month, expected)
+        floor = _write_floor(companies)
         sizes = _sizes(companies)
     finally:
         _drop_schemas([c.schema_name for c in companies])
         Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
 
-    rollup = stopwatch.figures["rollup"]
+    cold, warm = stopwatch.figures["rollup cold"], stopwatch.figures["rollup warm"]
     endpoints_total = COMPANIES * ENDPOINTS
     hb_bytes, hb_rows = sizes["telemetry_heartbeat"]
     day_bytes, day_rows = sizes["telemetry_endpointday"]
@@ -192,15 +248,18 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch):
     beats_per_month = 30 * 24 * 60 // HEARTBEAT_INTERVAL_MINUTES
     raw_month = per_heartbeat * beats_per_month
     lasting_month = per_day_row * 30 + per_month_row
-    stopwatch.report("Rollup (heartbeats -> endpoint-day -> endpoint-month -> company-month)", [
-        ("setup", f"{COMPANIES} companies, {endpoints_total} endpoints, {rows:,} heartbeats, "
-                  f"{os.cpu_count()} cores, one worker"),
-        ("hand-written aggregate (baseline)", f"{baseline:.2f} s  (1.00x; cold {cold_seconds:.2f} s)"),
-        ("product rollup", f"{rollup:.2f} s  ({rollup / baseline:.2f}x of the aggregate; target <= 3x)"),
-        ("rollup throughput", f"{rows / rollup:,.0f} heartbeats/s, {COMPANIES / rollup:.1f} companies/s"),
+    stopwatch.report(f"Rollup, {shape} heartbeats (heartbeats -> endpoint-day -> endpoint-month -> company-month)", [
+        ("setup", f"{COMPANIES} companies, {endpoints_total} endpoints, {rows:,} heartbeats -> {day_rows:,} "
+                  f"endpoint-days, {os.cpu_count()} cores, one worker, batches of {BATCH_SIZE}"),
+        ("hand-written aggregate (baseline)", f"cold {base_cold:.2f} s, warm {base_warm:.2f} s  (1.00x)"),
+        ("product rollup, cold", f"{cold:.2f} s  ({cold / base_cold:.2f}x of the cold aggregate; target <= 3x)"),
+        ("product rollup, warm", f"{warm:.2f} s  ({warm / base_warm:.2f}x of the warm aggregate; target <= 3x)"),
+        ("writing the endpoint-days alone", f"{floor:.2f} s  ({floor / base_warm:.2f}x of the warm aggregate: "
+                                            "one INSERT of the same rows, same indexes, no counting)"),
+        ("rollup throughput", f"{rows / warm:,.0f} heartbeats/s, {COMPANIES / warm:.0f} companies/s (warm)"),
         ("rerun with nothing pending", f"{stopwatch.figures['rerun']:.2f} s"),
     ])
-    stopwatch.report("Stored telemetry (tables with their indexes)", [
+    stopwatch.report(f"Stored telemetry, {shape} heartbeats (tables with their indexes)", [
         ("raw heartbeat", f"{per_heartbeat:.0f} bytes/row ({hb_rows:,} rows, {hb_bytes / 2**20:.1f} MiB)"),
         ("endpoint-day", f"{per_day_row:.0f} bytes/row ({day_rows:,} rows)"),
         ("endpoint-month", f"{per_month_row:.0f} bytes/row ({month_rows:,} rows)"),
