@@ -228,12 +228,6 @@ def _compose(sql: str, params) -> str:
     return connection.ops.compose_sql(sql, params)
 
 
-def _enabled_in_month(company: Company, month: dt.date):
-    """Own-use items enabled at any time in the month, with their intervals (history kept by
-    licensing.entitlements)."""
-    return _enabled_during([company.pk], month).get(company.pk, {})
-
-
 def _enabled_during(company_ids: list[int], month: dt.date) -> dict[int, dict[str, list[tuple]]]:
     from licensing.entitlements import own_use_during
 
@@ -339,11 +333,6 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
             "auto_renew": bool(lic and lic.auto_renew),
         }
     return result
-
-
-def usage_month_compute(*, company: Company, month: dt.date) -> dict:
-    """The company's own figures for the month (pure read)."""
-    return _figures_compute([company], month, _Terms([company]))[company.pk]
 
 
 def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
