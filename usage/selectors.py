@@ -46,7 +46,3 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     return {"figures": figures, "companies": totals["rows"] or 0, "late_adjustments": late,
             "late_adjustments_month": previous}
 
-
-def usage_history(*, company: Company, months: int = 12) -> list[CompanyMonthUsage]:
-    """The company's own rows, newest first (its Usage page)."""
-    return list(CompanyMonthUsage.objects.filter(company=company).order_by("-month")[:months])

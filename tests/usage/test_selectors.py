@@ -59,3 +59,48 @@ def test_U12_late_adjustments_shown_with_the_next_month(platform):
     december = usage_totals(company=company, month=dt.date(2026, 12, 1), subtree=False)
     assert december["late_adjustments"]["endpoint_usage"] == 1
     assert december["late_adjustments_month"] == NOV
+
+
+def _row(company, month, licensed, usage, finalized=False):
+    from django.utils import timezone
+
+    from usage.models import CompanyMonthUsage
+
+    CompanyMonthUsage.objects.create(company=company, month=month, licensed_endpoints=licensed,
+                                     endpoint_usage=usage, finalized_at=timezone.now() if finalized else None)
+
+
+def test_U13_usage_page_children_sum_each_childs_own_subtree(platform):
+    from usage.month_selectors import usage_children
+
+    top = make_partner(parent=platform)
+    reseller = make_partner(parent=top, name="B reseller")
+    below = make_company(parent=reseller)
+    direct = make_company(parent=top, name="A direct")
+    quiet = make_company(parent=top, name="C quiet")  # no usage row: listed with zeros
+    elsewhere = make_company(parent=platform)  # not below `top`: never summed in
+    for company, licensed, usage in ((top, 100, 100), (reseller, 1, 1), (below, 4, 3), (direct, 2, 2),
+                                     (elsewhere, 50, 50)):
+        _row(company, NOV, licensed, usage)
+    _row(below, dt.date(2026, 10, 1), 9, 9)  # another month
+    rows = usage_children(company=top, month=NOV)
+    assert [(r["name"], r["licensed_endpoints"], r["endpoint_usage"]) for r in rows] == [
+        ("A direct", 2, 2), ("B reseller", 5, 4), (quiet.name, 0, 0)]
+    assert [r["id"] for r in rows] == [direct.pk, reseller.pk, quiet.pk]
+
+
+def test_U13_usage_history_sums_the_subtree_per_month_newest_first(platform):
+    from usage.month_selectors import usage_history
+
+    top = make_partner(parent=platform)
+    child = make_company(parent=top)
+    OCT = dt.date(2026, 10, 1)
+    _row(top, OCT, 1, 1, finalized=True)
+    _row(child, OCT, 3, 2, finalized=True)
+    _row(child, NOV, 4, 4)
+    _row(make_company(parent=platform), NOV, 50, 50)  # outside the subtree
+    history = usage_history(company=top, subtree=True)
+    assert [(h["month"], h["licensed_endpoints"], h["endpoint_usage"], h["finalized"]) for h in history] == [
+        (NOV, 4, 4, False), (OCT, 4, 3, True)]
+    own = usage_history(company=top, subtree=False)
+    assert [(h["month"], h["licensed_endpoints"]) for h in own] == [(OCT, 1)]
