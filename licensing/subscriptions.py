@@ -45,6 +45,16 @@ def _chain(company: Company) -> list[License]:
     return [by_company[i] for i in reversed(ids) if i in by_company]
 
 
+def effective_end_dates(companies: list[Company]) -> dict[int, dt.date | None]:
+    """S1 for many companies at once (one query): each one's own end date, else its nearest
+    ancestor's, else None."""
+    chains = {c.pk: [int(p) for p in c.lineage.strip("/").split("/") if p] or [c.pk] for c in companies}
+    ids = {i for chain in chains.values() for i in chain}
+    dated = License.objects.filter(company_id__in=ids, end_date__isnull=False)
+    ends = dict(dated.values_list("company_id", "end_date"))
+    return {pk: next((ends[i] for i in reversed(chain) if i in ends), None) for pk, chain in chains.items()}
+
+
 def effective_end_date(company: Company) -> tuple[dt.date | None, Company | None]:
     """S1: the company's own end date, else its nearest ancestor's; (None, None) for no end date.
     Also returns whose end date it is."""

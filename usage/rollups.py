@@ -243,31 +243,23 @@ def _product_type(enabled: dict[str, list[tuple]]) -> str:
 
 
 class _Terms:
-    """What the companies' figures depend on besides telemetry, read once for a batch: licenses
-    (theirs and their ancestors', for the effective end date, S1) and the retention tiers."""
+    """What the companies' figures depend on besides telemetry, read once for a batch: their
+    licences, effective end dates (S1) and the retention tiers."""
 
     def __init__(self, companies: list[Company]):
-        from licensing.models import CatalogItem, License
+        from licensing.models import License
+        from licensing.subscriptions import effective_end_dates
 
-        chains = {c.pk: [int(p) for p in c.lineage.strip("/").split("/") if p] or [c.pk] for c in companies}
-        ids = {i for chain in chains.values() for i in chain}
-        self.licenses = {lic.company_id: lic for lic in License.objects.filter(company_id__in=ids)}
-        self.chains = chains
+        self.licenses = {lic.company_id: lic for lic in License.objects.filter(company__in=companies)}
+        self.end_dates = effective_end_dates(companies)
         self._ranks = None
-        self._rank_model = CatalogItem
 
     def ranks(self) -> dict[str, int]:
-        if self._ranks is None:
-            self._ranks = dict(self._rank_model.objects.filter(kind="retention_tier").values_list("key", "rank"))
-        return self._ranks
+        from licensing.models import CatalogItem
 
-    def end_date(self, company: Company):
-        """S1: the company's own end date, else its nearest ancestor's."""
-        for company_id in reversed(self.chains[company.pk]):
-            lic = self.licenses.get(company_id)
-            if lic is not None and lic.end_date is not None:
-                return lic.end_date
-        return None
+        if self._ranks is None:
+            self._ranks = dict(CatalogItem.objects.filter(kind="retention_tier").values_list("key", "rank"))
+        return self._ranks
 
 
 def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) -> dict[int, dict]:
@@ -329,7 +321,7 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
             "enabled": sorted(enabled),
             "reserved_seats": lic.reserved_seats if lic else None,
             "minimum_usage": lic.minimum_usage if lic else None,
-            "end_date": terms.end_date(company),
+            "end_date": terms.end_dates[company.pk],
             "auto_renew": bool(lic and lic.auto_renew),
         }
     return result

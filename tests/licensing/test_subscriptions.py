@@ -15,7 +15,7 @@ from companies.models import AuditEvent, Company, CompanyStatus
 from companies.services import company_move, company_set_status, company_update
 from licensing.models import License, SeatAssignment, SeatPool, SeatState
 from licensing.seats import license_of, pool_of, reservation_set, seat_assign
-from licensing.subscriptions import effective_end_date, licensing_daily, subscription_set
+from licensing.subscriptions import effective_end_date, effective_end_dates, licensing_daily, subscription_set
 from tests.factories import PASSWORD, make_company, make_partner, make_user
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +48,21 @@ def install(company, n, when):
 
 
 # --- S1 -------------------------------------------------------------------------------------------------
+
+def test_S1_end_dates_of_many_companies_match_one_by_one(platform, django_assert_num_queries):
+    dist = make_partner(parent=platform)
+    msp = make_partner(parent=dist)
+    dated = make_company(parent=msp)
+    inherits = make_company(parent=msp)
+    undated = make_company(parent=platform)
+    subscribe(dist, D(2027, 6, 30))
+    subscribe(dated, D(2027, 1, 31))
+    companies = [dist, msp, dated, inherits, undated]
+    with django_assert_num_queries(1):
+        ends = effective_end_dates(companies)
+    assert ends == {c.pk: effective_end_date(c)[0] for c in companies}
+    assert (ends[inherits.pk], ends[dated.pk], ends[undated.pk]) == (D(2027, 6, 30), D(2027, 1, 31), None)
+
 
 def test_S1_end_date_inherited_through_several_levels(platform):
     dist = make_partner(parent=platform, name="Dist")
