@@ -34,6 +34,22 @@ def test_R4_create_list_and_download_a_report(rpc, tree):
     assert pdf.status_code == 200 and b"".join(pdf.streaming_content).startswith(b"%PDF")
 
 
+def test_R4_R5_emailing_the_created_report_keeps_one_copy_in_the_history(rpc, tree, smtp):  # noqa: F811
+    from reports.delivery import report_run_deliver
+
+    key = tree.keys[tree.north.pk]
+    north_admin, acme_admin = tree.admins[tree.north.pk], tree.admins[tree.acme.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [tree.acme.pk],
+                                                       "emailList": [north_admin.email, acme_admin.email]}, key=key)
+    run = ReportRun.objects.get(company=tree.acme)
+    report_run_deliver(run_id=run.pk)
+    sent = dict(ReportDelivery.objects.filter(run=run).values_list("recipient", "report_file"))
+    assert sent[north_admin.pk] == int(report_id)  # the report the call created, not a copy
+    assert sent[acme_admin.pk] != int(report_id)  # built for what Acme's own users may see
+    assert ReportFile.objects.filter(owner=tree.north).count() == 1
+    assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == sorted([north_admin.email, acme_admin.email])
+
+
 def test_R5_email_list_must_be_users_who_may_see_it(rpc, tree):
     key = tree.keys[tree.north.pk]
     acme_admin = tree.admins[tree.acme.pk]
