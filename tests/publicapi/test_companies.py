@@ -159,6 +159,43 @@ def test_delete_company_only_when_empty(rpc, tree):
     assert Company.objects.filter(pk__in=[tree.acme.pk, tree.kite_sub.pk]).count() == 2
 
 
+
+def _with_usage(company):
+    import datetime as dt
+
+    from usage.models import CompanyMonthUsage
+
+    CompanyMonthUsage.objects.create(company=company, month=dt.date(2026, 10, 1), endpoint_usage=3)
+
+
+def _with_reservation(company):
+    from licensing.seats import reservation_set
+
+    reservation_set(actor=None, company=company, seats=5)
+
+
+@pytest.mark.parametrize(("prepare", "reason"), [
+    (_with_usage, "it has recorded usage"),
+    (_with_reservation, "it has reserved seats"),
+    (lambda company: Machine(company, seat=False), "it has endpoints"),  # registered, no seat (suspended)
+])
+def test_H4_delete_refuses_a_company_with_billing_history(rpc, tree, prepare, reason):
+    """Usage already billed, a reservation, or an endpoint without a seat: the company must stay (to be
+    suspended instead), or a partner's past sums would change."""
+    key = tree.keys[tree.north.pk]
+    made = int(rpc.result("companies", "createCompany", {"type": 1, "name": "Billed Inc"}, key=key))
+    company = Company.objects.get(pk=made)
+    prepare(company)
+    error = rpc.error("companies", "deleteCompany", {"companyId": made}, key=key)
+    assert error["code"] == -32602 and reason in error["data"]["details"]
+    assert "Suspend it instead" in error["data"]["details"]
+    assert Company.objects.filter(pk=made).exists()
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [company.schema_name])
+        assert cursor.fetchone() is not None  # its schema is still there
+
 FOREIGN_CALLS = [
     ("getCompanyDetails", lambda c: {"companyId": c}),
     ("updateCompanyDetails", lambda c: {"companyId": c, "name": "Probe"}),
