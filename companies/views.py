@@ -109,6 +109,15 @@ class CompanyCreateView(PageView):
     def get(self, request):
         return self._render(request, CompanyCreateForm(), LicenseForm())
 
+    @staticmethod
+    def _licensing(license_form, company_type: str) -> dict:
+        """The wizard hides "Products for reselling" unless the type is partner (E4); its boxes are
+        still posted if they were ticked before the type changed, and do not apply then."""
+        arguments = license_form.service_arguments()
+        if company_type != CompanyType.PARTNER:
+            arguments["resell"] = set()
+        return arguments
+
     def post(self, request):
         from licensing.services import company_onboard
 
@@ -128,7 +137,7 @@ class CompanyCreateView(PageView):
                     manages_security=data["manages_security"], partner_can_assist=data["partner_can_assist"],
                     address=data["address"], phone=data["phone"], logo=data["logo"],
                     enforce_two_factor=data["enforce_two_factor"], primary_account=primary,
-                    **license_form.service_arguments())
+                    **self._licensing(license_form, data["type"]))
             except ValidationError as error:
                 _primary_errors_to_fields(error)
                 _split_errors(error, form, license_form)

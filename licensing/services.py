@@ -3,6 +3,7 @@ in one transaction, each rule checked by its own service."""
 
 import datetime as dt
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from companies.models import Company, CompanyType, User
@@ -21,6 +22,8 @@ def license_update(*, actor: User | None, company: Company, reserved_seats=UNCHA
                    auto_renew=UNCHANGED, renew_months=UNCHANGED, minimum_usage=UNCHANGED,
                    own_use: set[str] | None = None, resell: set[str] | None = None) -> None:
     """Apply every given part; the first rule that refuses rolls back the whole change."""
+    if resell and company.type != CompanyType.PARTNER:
+        raise ValidationError({"resell": "Only partners resell products (E4)."})
     lic = license_of(company)
     target = {
         "end_date": lic.end_date if end_date is UNCHANGED else end_date,

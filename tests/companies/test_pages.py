@@ -58,6 +58,19 @@ def test_H2_wizard_creates_company_with_details_and_logo(client, msp, msp_admin)
     assert company.logo.url in page and company.license_key in page
 
 
+def test_E4_wizard_ignores_reselling_boxes_left_ticked_for_a_customer(client, msp, msp_admin):
+    """The boxes hide when the type is customer but are still posted if ticked before the change."""
+    from licensing.entitlements import entitlements_set
+    from licensing.models import Entitlement
+
+    entitlements_set(actor=None, company=msp, purpose="resell", keys={"endpoint_security"})
+    response = wizard_post(client, resell="endpoint_security")
+    assert response.status_code == 302, response.content.decode()[:2000]
+    company = Company.objects.get(name="Acme Dental")
+    assert company.type == CompanyType.CUSTOMER
+    assert not Entitlement.objects.filter(company=company, purpose="resell").exists()
+
+
 def test_H2_logo_must_be_an_image_of_bounded_size(client, msp, msp_admin, settings):
     response = wizard_post(client, logo=SimpleUploadedFile("logo.png", b"not an image", "image/png"))
     assert response.status_code == 400

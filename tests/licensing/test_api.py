@@ -507,6 +507,23 @@ def test_E4_products_for_reselling_only_for_partners(tree):
     assert partner["items"] == sorted(selection_of(company=tree.kite_sub, purpose="resell").keys)
 
 
+def test_E4_the_licensing_service_refuses_reselling_for_a_customer(tree):
+    """Every caller (pages, REST, JSON-RPC) goes through license_update: a customer's resell list is
+    an error naming the field, and nothing of the call is kept."""
+    from django.core.exceptions import ValidationError
+
+    from licensing.seats import license_of
+    from licensing.services import license_update
+
+    before = license_of(tree.acme).reserved_seats
+    with pytest.raises(ValidationError) as error:
+        license_update(actor=None, company=tree.acme, reserved_seats=3, resell={"endpoint_security"})
+    assert error.value.message_dict == {"resell": ["Only partners resell products (E4)."]}
+    assert license_of(tree.acme).reserved_seats == before
+    assert not Entitlement.objects.filter(company=tree.acme, purpose="resell").exists()
+    license_update(actor=None, company=tree.acme, resell=set())  # nothing to resell: fine
+
+
 def test_E5_secure_plus_needs_the_partners_complete_mdr_contact(tree):
     north, kite = as_admin(tree, tree.north), as_admin(tree, tree.kite_sub)
     resell = {"items": ["endpoint_security", "secure", "secure_plus", "patch_management", "mdr_foundations"]}
