@@ -4,7 +4,7 @@ export and email asks. Lookups by id answer the same 404 for missing and not-you
 from django.http import Http404
 
 from .models import Company, CompanyType, Role, User
-from .selectors import company_subtree
+from .selectors import access_company
 
 
 def _path_below(viewer: Company, target: Company) -> list[Company]:
@@ -48,21 +48,21 @@ def can_manage_company(actor: User, target: Company) -> bool:
 
 
 def access_company_network(actor: User, company_id: int) -> Company:
-    company = _get_in_subtree(actor, company_id)
+    company = access_company(actor, company_id)
     if not network_visible(actor.company, company):
         raise Http404("No such company")
     return company
 
 
 def access_company_accounts(actor: User, company_id: int) -> Company:
-    company = _get_in_subtree(actor, company_id)
+    company = access_company(actor, company_id)
     if not accounts_manageable(actor, company):
         raise Http404("No such company")
     return company
 
 
 def access_managed_company(actor: User, company_id: int) -> Company:
-    company = _get_in_subtree(actor, company_id)
+    company = access_company(actor, company_id)
     if not can_manage_company(actor, company):
         raise Http404("No such company")
     return company
@@ -78,9 +78,3 @@ def access_user(actor: User, user_id: int) -> User:
         raise Http404("No such account")
     return user
 
-
-def _get_in_subtree(actor: User, company_id) -> Company:
-    try:
-        return company_subtree(company=actor.company).get(pk=company_id)
-    except (Company.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such company") from None
