@@ -42,7 +42,9 @@ LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(e
 
 # The latest OS/machine shape of a day or month, picked with a plain max() over one bigint instead
 # of a sort per group: the observed microsecond times SHAPE_RADIX plus the shape's code (a
-# mixed-radix number over the agent's choices, usage.telemetry.models), decoded after grouping.
+# mixed-radix number over the agent's choices, usage.telemetry.models), decoded after grouping. The
+# agent API admits only those choices and times within the last 400 days, so the key is positive
+# and far from bigint's end.
 SHAPES = {"os_family": OsFamily.values, "os_type": OsType.values, "machine_type": MachineType.values}
 SHAPE_RADIX = math.prod(len(values) for values in SHAPES.values())
 _WEIGHTS = {column: math.prod(len(v) for v in list(SHAPES.values())[i + 1:]) for i, column in enumerate(SHAPES)}
