@@ -19,6 +19,7 @@ without deadlocks between batches.
 
 import calendar
 import datetime as dt
+import logging
 import math
 from collections import defaultdict
 
@@ -33,6 +34,8 @@ from .locks import ingest_lock_key
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 from .telemetry.models import MachineType, OsFamily, OsType
+
+logger = logging.getLogger(__name__)
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
 BATCH_SIZE = 50  # companies per rollup transaction: ingestion for them waits on its commit, and each
@@ -378,18 +381,17 @@ def _watermarks(cursor, companies: list[Company]) -> dict[int, tuple[int, int]]:
     its mark. The watermark itself only moves under the rollup lock, which this transaction holds.
     """
     keys = sorted(ingest_lock_key(c.pk) for c in companies)
-    cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
     try:
+        cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
         cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
         cursor.execute(_union_of(WATERMARKS_PART, companies))
         marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-    finally:
-        try:
-            cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-        except DatabaseError:
-            # the transaction failed under the locks: session locks end with their session
-            connection.close()
-            raise
+        cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
+    except DatabaseError:
+        # the transaction failed holding some or all of the locks (a lock statement stopped halfway
+        # by a timeout or a cancel holds those it took): session locks end with their session
+        connection.close()
+        raise
     return marks
 
 
@@ -447,6 +449,30 @@ def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | No
         for month, members in sorted(by_month.items()):
             _store(month, _figures_compute(members, month, terms))
     return recompute
+
+
+def usage_rollup_batch(*, company_ids: list[int], months: list[dt.date] | None = None
+                       ) -> tuple[dict[int, list[dt.date]], list[int]]:
+    """usage_rollup_companies, and when the batch fails, each of its companies alone: one company's
+    fault (its schema dropped mid-run, say) must not hold back the others, whose pending marks would
+    otherwise come back with the rolled-back batch every minute. Returns (months recomputed per
+    company, the companies that failed on their own)."""
+    try:
+        return usage_rollup_companies(company_ids=company_ids, months=months), []
+    except DatabaseError:
+        if len(company_ids) == 1:
+            raise
+        logger.exception("rollup batch failed; rolling its companies up one by one",
+                         extra={"company_ids": company_ids})
+    done: dict[int, list[dt.date]] = {}
+    failed = []
+    for company_id in company_ids:
+        try:
+            done.update(usage_rollup_companies(company_ids=[company_id], months=months))
+        except DatabaseError:
+            logger.exception("rollup failed", extra={"company_id": company_id})
+            failed.append(company_id)
+    return done, failed
 
 
 def usage_company_rollup(*, company_id: int, months: list[dt.date] | None = None) -> list[dt.date]:

@@ -20,12 +20,20 @@ def rollup_fanout() -> int:
 @shared_task(name="usage.rollup_companies", bind=True, acks_late=True, reject_on_worker_lost=True,
              autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def rollup_companies(self, company_ids: list[int], months: list[str] | None = None) -> int:
-    """A batch of companies rolled up in one transaction (usage.rollups.BATCH_SIZE at most)."""
-    from usage.rollups import usage_rollup_companies
+    """A batch of companies rolled up in one transaction (usage.rollups.BATCH_SIZE at most); if the
+    batch fails, its companies one by one, and the task fails naming those that failed alone (their
+    pending marks stay, so the next fan-out tries them again)."""
+    from usage.rollups import usage_rollup_batch
 
-    done = usage_rollup_companies(company_ids=company_ids,
-                                  months=[dt.date.fromisoformat(m) for m in months or []])
+    done, failed = usage_rollup_batch(company_ids=company_ids,
+                                      months=[dt.date.fromisoformat(m) for m in months or []])
+    if failed:
+        raise RollupFailed(f"rollup failed for companies {failed}; the others ({len(done)}) are done")
     return len(done)
+
+
+class RollupFailed(Exception):
+    pass
 
 
 @shared_task(name="usage.rollup_company", bind=True, acks_late=True, reject_on_worker_lost=True,

@@ -6,7 +6,7 @@ import datetime as dt
 import time
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
@@ -162,3 +162,60 @@ def test_T4_fanout_rolls_up_every_pending_company_in_batches(platform, celery_wo
     assert all(heartbeats_pending(company=c) == 0 for c in companies)
     assert _figures(companies[3])["ats"] == 4
     assert not PendingRollup.objects.filter(company__in=companies).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_T4_one_broken_company_does_not_hold_back_its_batch(platform):
+    """A batch is one transaction: when it fails, its companies are rolled up one by one, so only the
+    broken one waits (its pending mark stays for the next fan-out) and the task names it."""
+    from usage.tasks import RollupFailed, rollup_companies
+
+    companies = [_company(platform, "endpoint_security", "a_la_carte") for _ in range(3)]
+    for company in companies:
+        Machine(company).beat(DAY)
+    PendingRollup.objects.bulk_create([PendingRollup(company=c) for c in companies])
+    broken = companies[1]
+    with connection.cursor() as cursor:  # say its schema was dropped by a delete racing the rollup
+        cursor.execute(f'DROP TABLE "{broken.schema_name}".telemetry_endpointmonth CASCADE')
+    with pytest.raises(RollupFailed, match=rf"\[{broken.pk}\]"):
+        rollup_companies.apply(args=[[c.pk for c in companies], [NOV.isoformat()]]).get()
+    for healthy in (companies[0], companies[2]):
+        assert _figures(healthy)["endpoint_usage"] == 1
+        assert heartbeats_pending(company=healthy) == 0
+    assert not CompanyMonthUsage.objects.filter(company=broken).exists()
+    assert heartbeats_pending(company=broken) == 1
+    assert list(PendingRollup.objects.values_list("company_id", flat=True)) == [broken.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_T4_a_rollup_stopped_while_taking_ingest_locks_keeps_none_of_them(platform):
+    """An insert in flight holds its company's ingest lock; a rollup that gives up waiting for it
+    (lock_timeout here) must not keep the locks it already took, or ingestion for those companies
+    would hang until the worker's connection is recycled."""
+    import psycopg2
+
+    from usage.locks import ingest_lock_key
+
+    first, second = (_company(platform, "endpoint_security", "a_la_carte") for _ in range(2))
+    settings = connection.settings_dict
+    params = {"dbname": settings["NAME"], "user": settings["USER"], "host": settings["HOST"] or None,
+              "port": settings["PORT"] or None, "password": settings["PASSWORD"] or None}
+    ingest = psycopg2.connect(**params)  # an agent's insert, in flight for the second company
+    observer = psycopg2.connect(**params)
+    observer.autocommit = True
+    try:
+        with ingest.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [ingest_lock_key(second.pk)])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '300ms'")
+        with pytest.raises(DatabaseError, match="lock timeout"):
+            usage_rollup_companies(company_ids=[first.pk, second.pk])
+        with observer.cursor() as cursor:  # the first company's key was taken before the wait
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [ingest_lock_key(first.pk)])
+            assert cursor.fetchone()[0] is True
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [ingest_lock_key(first.pk)])
+    finally:
+        ingest.rollback()
+        ingest.close()
+        observer.close()
+    usage_rollup_companies(company_ids=[first.pk, second.pk])  # and the next run goes through
