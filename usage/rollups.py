@@ -490,22 +490,31 @@ def batches(ids: list[int], size: int | None = None) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
+class MonthCloseIncomplete(Exception):
+    """Some companies' last rollup failed: the others are finalized, the month is not closed yet."""
+
+
 def usage_month_close(*, month: dt.date, progress=None) -> int:
     """U12: finalize `month` for every company: a last rollup, then the row is frozen, a batch of
-    companies per transaction. A second run finds the month closed and changes nothing. Returns
-    the companies finalized."""
+    companies per transaction. A company whose rollup fails does not hold back the others' rows;
+    MonthClose (which the month's report emails wait for) is written only once every company is
+    finalized, so a later run finishes the job. A second run after that finds the month closed and
+    changes nothing. Returns the companies finalized."""
     if MonthClose.objects.filter(month=month).exists():
         return 0
-    done = 0
+    done, failed = 0, []
     company_ids = list(Company.objects.order_by("pk").values_list("pk", flat=True))
     for batch in batches(company_ids):
         with transaction.atomic():
-            usage_rollup_companies(company_ids=batch, months=[month])
-            CompanyMonthUsage.objects.filter(company_id__in=batch, month=month, finalized_at__isnull=True).update(
-                finalized_at=timezone.now())
-        done += len(batch)
+            rolled, broken = usage_rollup_batch(company_ids=batch, months=[month])
+            CompanyMonthUsage.objects.filter(company_id__in=list(rolled), month=month,
+                                             finalized_at__isnull=True).update(finalized_at=timezone.now())
+        done += len(rolled)
+        failed += broken
         if progress:
-            progress(done, len(company_ids))
+            progress(done + len(failed), len(company_ids))
+    if failed:
+        raise MonthCloseIncomplete(f"{month:%Y-%m} not closed: the rollup failed for companies {failed}")
     MonthClose.objects.get_or_create(month=month)
     return done
 

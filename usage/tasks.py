@@ -5,6 +5,8 @@ import datetime as dt
 from celery import shared_task
 from django.db import OperationalError
 
+from usage.rollups import MonthCloseIncomplete
+
 
 @shared_task(name="usage.rollup_fanout", acks_late=True)
 def rollup_fanout() -> int:
@@ -60,7 +62,7 @@ def refresh_open_month() -> int:
 
 
 @shared_task(name="usage.month_close", bind=True, acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
+             autoretry_for=(OperationalError, MonthCloseIncomplete), retry_backoff=True, max_retries=5,
              soft_time_limit=3300, time_limit=3600)
 def month_close(self, month: str | None = None) -> int:
     """Beat, on the 1st of each month: finalize the previous month (U12). Idempotent."""

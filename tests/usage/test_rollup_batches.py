@@ -219,3 +219,33 @@ def test_T4_a_rollup_stopped_while_taking_ingest_locks_keeps_none_of_them(platfo
         ingest.close()
         observer.close()
     usage_rollup_companies(company_ids=[first.pk, second.pk])  # and the next run goes through
+
+
+@pytest.mark.django_db(transaction=True)
+def test_U12_month_close_finalizes_the_others_and_waits_for_a_broken_company(platform):
+    from usage.models import MonthClose
+    from usage.rollups import MonthCloseIncomplete
+
+    companies = [_company(platform, "endpoint_security", "a_la_carte") for _ in range(3)]
+    for company in companies:
+        Machine(company).beat(DAY)
+    broken = companies[1]
+    table = f'"{broken.schema_name}".telemetry_endpointmonth'
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO telemetry_endpointmonth_away")
+    with pytest.raises(MonthCloseIncomplete, match=rf"\[{broken.pk}\]"):
+        usage_month_close(month=NOV)
+    assert not MonthClose.objects.filter(month=NOV).exists()  # report emails keep waiting
+    rows = {row.company_id: row for row in CompanyMonthUsage.objects.filter(company__in=companies, month=NOV)}
+    assert broken.pk not in rows
+    assert all(rows[c.pk].finalized_at is not None and rows[c.pk].endpoint_usage == 1
+               for c in (companies[0], companies[2]))
+
+    with connection.cursor() as cursor:  # repaired: the next run finishes the close
+        cursor.execute(f'ALTER TABLE "{broken.schema_name}".telemetry_endpointmonth_away '
+                       "RENAME TO telemetry_endpointmonth")
+    assert usage_month_close(month=NOV) >= 3
+    assert MonthClose.objects.filter(month=NOV).exists()
+    assert _figures(broken)["endpoint_usage"] == 1
+    assert CompanyMonthUsage.objects.get(company=broken, month=NOV).finalized_at is not None
+    assert not LateAdjustment.objects.filter(company__in=companies).exists()  # the others did not change
