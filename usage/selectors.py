@@ -39,6 +39,9 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     adjustments = LateAdjustment.objects.filter(month=previous)
     adjustments = (adjustments.filter(company__lineage__startswith=company.lineage) if subtree
                    else adjustments.filter(company=company))
+    if product_type:  # each adjustment counts under its company's product type of the finalized month
+        adjustments = adjustments.filter(company__month_usage__month=previous,
+                                         company__month_usage__product_type=product_type)
     late: dict[str, int] = {}
     for delta in adjustments.values_list("delta", flat=True):
         for key, value in delta.items():

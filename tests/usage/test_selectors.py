@@ -61,6 +61,30 @@ def test_U12_late_adjustments_shown_with_the_next_month(platform):
     assert december["late_adjustments_month"] == NOV
 
 
+
+def test_U11_U12_late_adjustments_count_under_their_companys_product_type(platform):
+    """getMonthlyUsagePerProductType and the EDR report split by product type: a late adjustment must
+    show under its own company's type only, or a sum over the types would count it twice."""
+    es = make_company(parent=platform)
+    entitlements_set(actor=None, company=es, purpose="own", keys={"endpoint_security", "a_la_carte"})
+    edr = make_company(parent=platform)
+    entitlements_set(actor=None, company=edr, purpose="own", keys={"edr_standalone"})
+    for company, modules in ((es, ["antimalware"]), (edr, ["edr"])):
+        Machine(company).beat(DAY, modules=modules)
+    usage_month_close(month=NOV)
+    Machine(es).beat(DAY)
+    Machine(edr).beat(DAY, modules=["edr"])
+    Machine(edr).beat(DAY, modules=["edr"])
+    for company in (es, edr):
+        usage_company_rollup(company_id=company.pk)
+    december = dt.date(2026, 12, 1)
+    by_type = {kind: usage_totals(company=platform, month=december, product_type=kind)["late_adjustments"]
+               for kind in ("endpoint_security", "edr_standalone")}
+    assert by_type["endpoint_security"]["endpoint_usage"] == 1
+    assert by_type["edr_standalone"]["endpoint_usage"] == 2
+    everything = usage_totals(company=platform, month=december)["late_adjustments"]
+    assert everything["endpoint_usage"] == 3
+
 def _row(company, month, licensed, usage, finalized=False):
     from django.utils import timezone
 
