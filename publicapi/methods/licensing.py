@@ -115,12 +115,17 @@ def _usage_object(totals: dict) -> dict:
     return usage
 
 
-@rpc_method("licensing", "getMonthlyUsage", scopes=USAGE_SCOPES)
-def get_monthly_usage(ctx: RpcContext, params: dict) -> dict:
+def _usage_target(ctx: RpcContext, params: dict):
+    """companyId (the key's own company when absent; C6: in its subtree) and targetMonth."""
     p = Params(params, allowed=("companyId", "targetMonth"))
     target = p.id("companyId")
     month = p.month("targetMonth")
-    company = ctx.company if target is None else access_company(ctx.actor, target)
+    return (ctx.company if target is None else access_company(ctx.actor, target)), month
+
+
+@rpc_method("licensing", "getMonthlyUsage", scopes=USAGE_SCOPES)
+def get_monthly_usage(ctx: RpcContext, params: dict) -> dict:
+    company, month = _usage_target(ctx, params)
     # the report's company row: the company and its subtree (U13), every product type
     usage = _usage_object(usage_totals(company=company, month=month))
     minimum = (CompanyMonthUsage.objects.filter(company=company, month=month)
@@ -131,10 +136,7 @@ def get_monthly_usage(ctx: RpcContext, params: dict) -> dict:
 
 @rpc_method("licensing", "getMonthlyUsagePerProductType", scopes=USAGE_SCOPES)
 def get_monthly_usage_per_product_type(ctx: RpcContext, params: dict) -> dict:
-    p = Params(params, allowed=("companyId", "targetMonth"))
-    target = p.id("companyId")
-    month = p.month("targetMonth")
-    company = ctx.company if target is None else access_company(ctx.actor, target)
+    company, month = _usage_target(ctx, params)
     usages = []
     for code, product_type in sorted(PRODUCT_TYPES.items()):
         usage = _usage_object(usage_totals(company=company, month=month, product_type=product_type))

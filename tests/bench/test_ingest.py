@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from companies.models import Company, CompanyType
 from companies.services import company_create
+from tests.bench.cleanup import drop_schemas, remove_earlier_runs
 from tests.conftest import ROOT, worker_database_url
 from usage.agent import install_token_for
 
@@ -45,18 +46,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _drop_schemas(names: list[str]) -> None:
-    with connection.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def _remove_earlier_runs() -> None:
-    leftovers = Company.objects.filter(name__startswith=NAME)
-    _drop_schemas(list(leftovers.values_list("schema_name", flat=True)))
-    leftovers.delete()
 
 
 def _request(port: int, path: str, body: bytes, token: str) -> tuple[int, dict]:
@@ -131,7 +120,7 @@ def _copy_rows(company: Company, endpoint_id: str, count: int) -> float:
 
 @pytest.mark.django_db(transaction=True)
 def test_heartbeat_ingest_throughput(platform, stopwatch):
-    _remove_earlier_runs()
+    remove_earlier_runs(NAME)
     companies = [company_create(parent=platform, name=f"{NAME} {i}", type=CompanyType.CUSTOMER)
                  for i in range(COMPANIES)]
     schemas = [company.schema_name for company in companies]
@@ -178,7 +167,7 @@ def test_heartbeat_ingest_throughput(platform, stopwatch):
         accepted = results["accepted"]
         copy_seconds = _copy_rows(companies[0], endpoint_ids[0], accepted)
     finally:
-        _drop_schemas(schemas)
+        drop_schemas(schemas)
 
     api_rate = accepted / stopwatch.figures["ingest"]
     copy_rate = accepted / copy_seconds

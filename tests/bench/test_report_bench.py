@@ -34,6 +34,7 @@ from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
 from reports.builder import report_build
 from reports.render import PDF_ENDPOINT_LIMIT, report_csv_iter, report_pdf
+from tests.bench.cleanup import drop_schemas, remove_earlier_runs
 from tests.factories import make_user
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
@@ -64,20 +65,6 @@ WHERE c.lineage LIKE '{lineage}%' ORDER BY c.lineage) TO STDOUT WITH (FORMAT csv
 BASELINE_ENDPOINT = ("SELECT {company}::bigint AS company_id, e.hostname, m.os_type, m.machine_type, m.uptime_seconds, "
                      "m.modules, m.xdr_sensors, m.used_central_scan FROM \"{schema}\".telemetry_endpointmonth m "
                      "JOIN \"{schema}\".telemetry_endpoint e ON e.id = m.endpoint_id WHERE m.month = '{month}'")
-
-
-def _drop_schemas(names: list[str]) -> None:
-    with connection.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def _remove_earlier_runs() -> None:
-    """An interrupted run leaves its companies behind in the reused database: drop them first."""
-    leftovers = Company.objects.filter(name__startswith=NAME)
-    _drop_schemas(list(leftovers.values_list("schema_name", flat=True)))
-    User.objects.filter(company__in=leftovers).delete()
-    leftovers.order_by("-depth").delete()
 
 
 def _fill(company: Company, count: int, month: dt.date, now: dt.datetime, rng: random.Random) -> None:
@@ -132,7 +119,7 @@ def _baseline(partner: Company, companies: list[Company], month: dt.date) -> tup
 
 @pytest.mark.django_db(transaction=True)
 def test_report_csv_and_pdf_at_partner_scale(platform, stopwatch):
-    _remove_earlier_runs()
+    remove_earlier_runs(NAME)
     rng = random.Random(6)  # noqa: S311 - test data
     now = timezone.now()
     month = month_start(now)
@@ -190,7 +177,7 @@ def test_report_csv_and_pdf_at_partner_scale(platform, stopwatch):
         assert CompanyMonthUsage.objects.filter(month=month, company__in=companies).count() == COMPANIES
         assert pdf.startswith(b"%PDF")
     finally:
-        _drop_schemas([c.schema_name for c in (*companies, partner)])
+        drop_schemas([c.schema_name for c in (*companies, partner)])
         Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
         User.objects.filter(company=partner).delete()
         Company.objects.filter(pk=partner.pk).delete()

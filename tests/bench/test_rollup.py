@@ -40,6 +40,7 @@ from companies.services import company_create
 from licensing.entitlements import entitlements_set
 from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
+from tests.bench.cleanup import drop_schemas, remove_earlier_runs
 from tests.conftest import ROOT, worker_database_url
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
@@ -69,18 +70,6 @@ SELECT {company} AS company, endpoint_id, bit_or(modules) AS modules, sum(uptime
 FROM "{schema}".telemetry_heartbeat GROUP BY endpoint_id
 """
 SIZE_SQL = "SELECT sum(pg_total_relation_size(%s::regclass))"
-
-
-def _drop_schemas(names: list[str]) -> None:
-    with connection.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-def _remove_earlier_runs() -> None:
-    leftovers = Company.objects.filter(name__startswith=NAME)
-    _drop_schemas(list(leftovers.values_list("schema_name", flat=True)))
-    leftovers.delete()
 
 
 PROFILES = [("windows", "workstation", "physical"), ("linux", "server", "virtual"),
@@ -237,7 +226,7 @@ def _check(companies: list[Company], month: dt.date, expected: dict[int, tuple])
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
-    _remove_earlier_runs()
+    remove_earlier_runs(NAME)
     rng = random.Random(5)  # noqa: S311 - test data
     now = timezone.now()
     month = month_start(now)
@@ -281,7 +270,7 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
         floor = _write_floor(companies)
         sizes = _sizes(companies)
     finally:
-        _drop_schemas([c.schema_name for c in companies])
+        drop_schemas([c.schema_name for c in companies])
         Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
 
     cold, warm = stopwatch.figures["rollup cold"], stopwatch.figures["rollup warm"]

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from companies.models import Company, CompanyType
 from companies.services import company_create, platform_ensure
+from tests.bench.cleanup import drop_schemas
 
 COMPANIES = int(os.environ.get("BENCH_COMPANIES", "1000"))
 REPLAY_SAMPLE = min(int(os.environ.get("BENCH_REPLAY_SAMPLE", "30")), COMPANIES)
@@ -31,17 +32,11 @@ def _catalog_bytes() -> int:
         return int(cursor.fetchone()[0])
 
 
-def _drop_bench_schemas(names: list[str]) -> None:
-    with connection.cursor() as cursor:
-        for name in names:
-            cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
 def _remove_earlier_runs() -> None:
     """An interrupted run leaves its companies behind in the reused database: drop them first."""
     leftovers = Company.objects.filter(lineage__regex=r"^/\d+/\d+/", name__startswith="Clone ") | \
         Company.objects.filter(name__startswith="Replay ") | Company.objects.filter(name="Bench partner")
-    _drop_bench_schemas(list(leftovers.values_list("schema_name", flat=True)))
+    drop_schemas(list(leftovers.values_list("schema_name", flat=True)))
     leftovers.order_by("-depth").delete()
 
 
@@ -73,7 +68,7 @@ def test_schema_per_company_scale(stopwatch):
             for name in tqdm(created, desc="one-column DDL per schema", unit="schema"):
                 cursor.execute(f'ALTER TABLE "{name}".telemetry_endpoint ADD COLUMN bench_probe integer')
     finally:
-        _drop_bench_schemas(created)
+        drop_schemas(created)
 
     clone = stopwatch.figures["clone"] / COMPANIES
     replay = stopwatch.figures["replay"] / REPLAY_SAMPLE
