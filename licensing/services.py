@@ -3,7 +3,6 @@ in one transaction, each rule checked by its own service."""
 
 import datetime as dt
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from companies.models import Company, CompanyType, User
@@ -22,8 +21,6 @@ def license_update(*, actor: User | None, company: Company, reserved_seats=UNCHA
                    auto_renew=UNCHANGED, renew_months=UNCHANGED, minimum_usage=UNCHANGED,
                    own_use: set[str] | None = None, resell: set[str] | None = None) -> None:
     """Apply every given part; the first rule that refuses rolls back the whole change."""
-    if resell and company.type != CompanyType.PARTNER:
-        raise ValidationError({"resell": "Only partners resell products (E4)."})
     lic = license_of(company)
     target = {
         "end_date": lic.end_date if end_date is UNCHANGED else end_date,
@@ -37,7 +34,8 @@ def license_update(*, actor: User | None, company: Company, reserved_seats=UNCHA
             subscription_set(actor=actor, company=company, **{**target, "minimum_usage": None})
         reservation_set(actor=actor, company=company, seats=reserved_seats)
     subscription_set(actor=actor, company=company, **target)
-    if resell is not None and company.type == CompanyType.PARTNER:
+    # E4: a customer's empty selection is nothing to do; anything else goes to validate_resell, which refuses it
+    if resell or (resell is not None and company.type == CompanyType.PARTNER):
         entitlements_set(actor=actor, company=company, purpose=Purpose.RESELL, keys=resell)
     if own_use is not None:
         entitlements_set(actor=actor, company=company, purpose=Purpose.OWN_USE, keys=own_use)

@@ -278,8 +278,10 @@ def report_parameters_check(*, kind: str, month, options) -> dt.date:
 
 @transaction.atomic
 def report_send_now(*, actor: User, company_id, month, kind: str = "endpoint", options=None,
-                    recipient_ids) -> ReportRun:
-    """R5 "Send by email now": queue a run that sends the report to the chosen users."""
+                    recipient_ids, built: ReportFile | None = None) -> ReportRun:
+    """R5 "Send by email now": queue a run that sends the report to the chosen users. `built`: this
+    report already generated for `actor` (the JSON-RPC createReport), sent as it is to the
+    recipients who see what the actor sees, instead of a second copy in the history."""
     from .builder import ReportOptions, report_access
 
     company = report_access(actor, company_id)
@@ -288,8 +290,10 @@ def report_send_now(*, actor: User, company_id, month, kind: str = "endpoint", o
     recipients = recipients_check(owner=actor.company, company=company, recipient_ids=recipient_ids)
     run = ReportRun.objects.create(owner=actor.company, company=company, requested_by=actor, kind=kind,
                                    month=month, options=report_options_dict(options))
-    ReportDelivery.objects.bulk_create(ReportDelivery(run=run, recipient=user, email=user.email)
-                                       for user in recipients)
+    ReportDelivery.objects.bulk_create(
+        ReportDelivery(run=run, recipient=user, email=user.email,
+                       report_file=built if built and _build_key(user) == _build_key(actor) else None)
+        for user in recipients)
     run_id = run.pk
     transaction.on_commit(lambda: _queue_deliver(run_id))
     return run

@@ -176,7 +176,7 @@ FIGURE_COLUMNS = ["_company", "_month", "active_endpoints", "licensed_endpoints"
                   "sandbox_analyzer", "sve_vs", "_vdi_seconds", "container_protection", "_xdr_sensors",
                   "exchange_mailboxes", "email_security_mailboxes"]
 
-# One company-month's part of the Data Retention statement (U9): each licensed endpoint is charged
+# One company-month's part of the Data Retention statement (U8): each licensed endpoint is charged
 # the highest tier enabled while it was seen in the month.
 RETENTION_PART = f"""
 (WITH tiers AS (SELECT * FROM unnest(%(keys)s::text[], %(ranks)s::int[], %(enabled)s::timestamptz[],
@@ -381,17 +381,11 @@ def _watermarks(cursor, companies: list[Company]) -> dict[int, tuple[int, int]]:
     its mark. The watermark itself only moves under the rollup lock, which this transaction holds.
     """
     keys = sorted(ingest_lock_key(c.pk) for c in companies)
-    try:
-        cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-        cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
-        cursor.execute(_union_of(WATERMARKS_PART, companies))
-        marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-        cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-    except DatabaseError:
-        # the transaction failed holding some or all of the locks (a lock statement stopped halfway
-        # by a timeout or a cancel holds those it took): session locks end with their session
-        connection.close()
-        raise
+    cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
+    cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
+    cursor.execute(_union_of(WATERMARKS_PART, companies))
+    marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
     return marks
 
 
@@ -432,6 +426,21 @@ def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | No
     """Roll up the companies' pending heartbeats and recompute the months they touch (and `months`),
     in one transaction and a fixed number of statements. Returns the months recomputed per company.
     Idempotent; safe beside ingestion and other workers."""
+    try:
+        return _rollup_companies(company_ids, months)
+    except DatabaseError:
+        # the work is rolled back (to a savepoint inside a caller's transaction, which stays usable);
+        # session locks are not: release the ingest locks _watermarks may hold, some or all of them
+        # when a lock statement was stopped halfway by a timeout or a cancel
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock_all()")
+        except DatabaseError:
+            connection.close()  # a broken session: its locks end with it
+        raise
+
+
+def _rollup_companies(company_ids: list[int], months: list[dt.date] | None) -> dict[int, list[dt.date]]:
     with transaction.atomic():
         _lock(company_ids)
         companies = list(Company.objects.filter(pk__in=company_ids).order_by("pk"))

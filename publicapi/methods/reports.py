@@ -9,7 +9,6 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.urls import reverse
 
 from companies.access import network_visible
@@ -133,17 +132,14 @@ def create_report(ctx: RpcContext, params: dict) -> str:
     company = report_access(user, target)
     if timing is not None:
         return _create_schedule(user, company, name, options, emails, timing)
+    recipient_ids = _recipient_ids(user, company, emails) if emails else []  # before any file is written
     try:
         report_parameters_check(kind="endpoint", month=month, options=options)
         item = report_file_generate(report=report_build(actor=user, company=company, month=month, options=options),
                                     source=ReportSource.DOWNLOAD)
-        if emails:
-            with transaction.atomic():  # the deliveries get the file before the run is queued
-                run = report_send_now(actor=user, company_id=company.pk, month=month, options=options,
-                                      recipient_ids=_recipient_ids(user, company, emails))
-                # recipients of the key's own company see this very report: they get the file just
-                # made, not a second copy of it in the history (others get theirs, C2/C3)
-                run.deliveries.filter(recipient__company_id=user.company_id).update(report_file=item)
+        if recipient_ids:
+            report_send_now(actor=user, company_id=company.pk, month=month, options=options,
+                            recipient_ids=recipient_ids, built=item)
     except ValidationError as error:
         raise service_errors(error, REPORT_PARAMS) from None
     return str(item.pk)

@@ -1,6 +1,7 @@
 """Every counting rule of the Monthly License Usage (SPEC U1-U15), through the real rollup SQL."""
 
 import datetime as dt
+import uuid
 
 import pytest
 from django.db import connection
@@ -288,3 +289,22 @@ def test_U13_partner_sum_is_read_from_the_subtree_rows(platform):
         Sum("endpoint_usage"))["endpoint_usage__sum"]
     assert total == 2
     assert connection.schema_name == "public"
+
+
+def test_T4_purge_removes_only_merged_heartbeats_past_the_late_window(platform):
+    """Raw heartbeats go once merged and older than the open month and the late window; an unmerged
+    one stays whatever its age, and the endpoint-day rows (the lasting record) stay."""
+    from usage.rollups import heartbeats_purge
+    from usage.telemetry.models import Heartbeat
+
+    company = company_with(platform, *ALL_ADDONS)
+    machine = Machine(company)
+    machine.beat(DAY)  # merged below, from before the open month: the one to go
+    machine.beat(dt.datetime(2027, 1, 5, tzinfo=dt.UTC), heartbeat_id=(open_month := uuid.uuid4()))
+    usage_company_rollup(company_id=company.pk)
+    machine.beat(DAY, heartbeat_id=(waiting := uuid.uuid4()))  # stored after the rollup: not merged yet
+    assert heartbeats_purge(now=dt.datetime(2027, 1, 15, tzinfo=dt.UTC)) == 1
+    with tenant_context(company):
+        assert set(Heartbeat.objects.values_list("id", flat=True)) == {open_month, waiting}
+        assert EndpointDay.objects.filter(day=DAY.date()).exists()
+    assert heartbeats_purge(now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC)) == 0  # inside the late window
