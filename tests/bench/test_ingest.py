@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from companies.models import Company, CompanyType
 from companies.services import company_create
-from tests.bench.cleanup import drop_schemas, remove_earlier_runs
+from tests.bench.cleanup import remove_earlier_runs
 from tests.conftest import ROOT, worker_database_url
 from usage.agent import install_token_for
 
@@ -167,7 +167,7 @@ def test_heartbeat_ingest_throughput(platform, stopwatch):
         accepted = results["accepted"]
         copy_seconds = _copy_rows(companies[0], endpoint_ids[0], accepted)
     finally:
-        drop_schemas(schemas)
+        remove_earlier_runs(NAME)
 
     api_rate = accepted / stopwatch.figures["ingest"]
     copy_rate = accepted / copy_seconds

@@ -27,14 +27,14 @@ from django.db import connection
 from django.utils import timezone
 from tqdm import tqdm
 
-from companies.models import Company, CompanyType, User
+from companies.models import Company, CompanyType
 from companies.services import company_create
 from licensing.entitlements import entitlements_set
 from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
 from reports.builder import report_build
 from reports.render import PDF_ENDPOINT_LIMIT, report_csv_iter, report_pdf
-from tests.bench.cleanup import drop_schemas, remove_earlier_runs
+from tests.bench.cleanup import remove_earlier_runs
 from tests.factories import make_user
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
@@ -177,10 +177,7 @@ def test_report_csv_and_pdf_at_partner_scale(platform, stopwatch):
         assert CompanyMonthUsage.objects.filter(month=month, company__in=companies).count() == COMPANIES
         assert pdf.startswith(b"%PDF")
     finally:
-        drop_schemas([c.schema_name for c in (*companies, partner)])
-        Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
-        User.objects.filter(company=partner).delete()
-        Company.objects.filter(pk=partner.pk).delete()
+        remove_earlier_runs(NAME)
 
     figures = stopwatch.figures
     rows = COMPANIES + 1 + ENDPOINTS

@@ -40,7 +40,7 @@ from companies.services import company_create
 from licensing.entitlements import entitlements_set
 from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
-from tests.bench.cleanup import drop_schemas, remove_earlier_runs
+from tests.bench.cleanup import remove_earlier_runs
 from tests.conftest import ROOT, worker_database_url
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
@@ -270,8 +270,7 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
         floor = _write_floor(companies)
         sizes = _sizes(companies)
     finally:
-        drop_schemas([c.schema_name for c in companies])
-        Company.objects.filter(pk__in=[c.pk for c in companies]).delete()
+        remove_earlier_runs(NAME)
 
     cold, warm = stopwatch.figures["rollup cold"], stopwatch.figures["rollup warm"]
     endpoints_total = COMPANIES * ENDPOINTS
