@@ -202,6 +202,9 @@ class Params:
         month, year = int(parts[0]), int(parts[1])
         if not 1 <= month <= 12:
             raise invalid_param(name, f"{raw!r} is not a month in the format mm/yyyy.")
+        current = month_start(timezone.now())
+        if dt.date(year, month, 1) > current:  # as the REST API and the pages: no usage exists yet
+            raise invalid_param(name, f"{raw} has not started yet: usage exists up to {current:%m/%Y}.")
         return dt.date(year, month, 1)
 
 

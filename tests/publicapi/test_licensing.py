@@ -141,6 +141,13 @@ def test_X2_target_month_must_be_mm_yyyy(rpc, fleet, month):
         assert error["code"] == -32602 and "'targetMonth'" in error["data"]["details"]
 
 
+def test_X2_target_month_not_started_yet_is_refused(rpc, fleet):
+    for method in ("getMonthlyUsage", "getMonthlyUsagePerProductType"):
+        error = rpc.error("licensing", method, {"targetMonth": "01/2099"}, key=fleet.keys[fleet.north.pk])
+        assert error["code"] == -32602 and "'targetMonth'" in error["data"]["details"]
+        assert "has not started yet" in error["data"]["details"]
+
+
 def test_C6_usage_of_foreign_companies_is_not_found_and_leaks_nothing(rpc, fleet):
     key = fleet.keys[fleet.north.pk]
     for method in ("getMonthlyUsage", "getMonthlyUsagePerProductType", "getLicenseInfo"):
