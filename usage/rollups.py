@@ -335,9 +335,8 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
 def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
     """Upsert the month's usage rows in one statement; a finalized row never changes (U12)."""
     finalized = {row.company_id: row for row in CompanyMonthUsage.objects.filter(
-        company_id__in=figures_of, month=month, finalized_at__isnull=False).select_related("company")}
-    for company_id, row in finalized.items():
-        _record_late(row, figures_of[company_id])
+        company_id__in=figures_of, month=month, finalized_at__isnull=False)}
+    _record_late(month, list(finalized.values()), figures_of)
     now = timezone.now()
     rows = [CompanyMonthUsage(company_id=company_id, month=month, computed_at=now, **figures)
             for company_id, figures in figures_of.items() if company_id not in finalized]
@@ -347,19 +346,24 @@ def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
                                               update_fields=fields)
 
 
-def _record_late(row: CompanyMonthUsage, figures: dict) -> None:
-    """U12: a finalized month never changes; what arrived since is recorded as an adjustment."""
-    already = {}
-    for adjustment in LateAdjustment.objects.filter(company=row.company, month=row.month):
-        for key, value in adjustment.delta.items():
-            already[key] = already.get(key, 0) + value
-    delta = {}
-    for key in CompanyMonthUsage.FIGURES:
-        change = figures[key] - getattr(row, key) - already.get(key, 0)
-        if change:
-            delta[key] = change
-    if delta:
-        LateAdjustment.objects.create(company=row.company, month=row.month, delta=delta)
+def _record_late(month: dt.date, rows: list[CompanyMonthUsage], figures_of: dict[int, dict]) -> None:
+    """U12: a finalized month never changes; what arrived since is recorded as an adjustment against
+    the frozen row and the adjustments already recorded. Two queries for any number of companies."""
+    if not rows:
+        return
+    already: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for company_id, delta in LateAdjustment.objects.filter(
+            company_id__in=[row.company_id for row in rows], month=month).values_list("company_id", "delta"):
+        for key, value in delta.items():
+            already[company_id][key] += value
+    adjustments = []
+    for row in rows:
+        figures, before = figures_of[row.company_id], already[row.company_id]
+        delta = {key: change for key in CompanyMonthUsage.FIGURES
+                 if (change := figures[key] - getattr(row, key) - before[key])}
+        if delta:
+            adjustments.append(LateAdjustment(company_id=row.company_id, month=month, delta=delta))
+    LateAdjustment.objects.bulk_create(adjustments)
 
 
 def _union_of(template: str, companies: list[Company]) -> str:

@@ -124,6 +124,31 @@ def test_U12_a_finalized_month_in_a_batch_gets_a_late_adjustment_not_a_change(pl
     assert not LateAdjustment.objects.filter(company=open_).exists()
 
 
+def _late_queries_for(platform, count):
+    """Queries to roll up `count` companies whose finalized November got a late heartbeat each."""
+    companies = [_company(platform, "endpoint_security", "a_la_carte") for _ in range(count)]
+    for company in companies:
+        Machine(company).beat(DAY)
+    usage_rollup_companies(company_ids=[c.pk for c in companies], months=[NOV])
+    CompanyMonthUsage.objects.filter(company__in=companies, month=NOV).update(finalized_at=DAY)
+    for n, company in enumerate(companies):
+        for _ in range(n % 2 + 1):  # one or two late endpoints: the deltas differ
+            Machine(company).beat(DAY)
+    with CaptureQueriesContext(connection) as queries:
+        usage_rollup_companies(company_ids=[c.pk for c in companies])
+    deltas = dict(LateAdjustment.objects.filter(company__in=companies).values_list("company_id", "delta"))
+    assert deltas == {c.pk: dict.fromkeys(("active_endpoints", "licensed_endpoints", "endpoint_usage"), n % 2 + 1)
+                      for n, c in enumerate(companies)}
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_U12_late_adjustments_of_a_batch_stay_flat_as_it_grows(platform):
+    """Late data for finalized months is recorded per company, in the same queries for 1 or 4."""
+    _late_queries_for(platform, 1)  # caches warmed
+    assert _late_queries_for(platform, 4) == _late_queries_for(platform, 1)
+
+
 def _queries_for(platform, count):
     companies = [FLEETS[i % len(FLEETS)](platform) for i in range(count)]
     with CaptureQueriesContext(connection) as queries:
