@@ -1,5 +1,10 @@
 """Reads of the company tree, always scoped to what the actor may see (SPEC C6)."""
 
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
 from django.db.models import BooleanField, Count, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import Http404
@@ -95,3 +100,34 @@ def move_targets(*, viewer: Company, company: Company) -> QuerySet[Company]:
     return (company_subtree(company=viewer).filter(type="partner")
             .exclude(lineage__startswith=company.lineage).exclude(pk=company.parent_id)
             .order_by("lineage"))
+
+
+@dataclass(frozen=True)
+class Logo:
+    name: str
+    content: bytes
+    mimetype: str
+
+
+DEFAULT_LOGO = Path(settings.BASE_DIR) / "static" / "img" / "default-logo.svg"
+
+
+def company_logo(*, company: Company) -> Logo:
+    """H2: the logo reports and emails for `company` carry: its own, else the platform's (the root
+    company's), else the product's default. A logo file that cannot be read counts as none."""
+    if company.logo and (logo := _logo_read(company)):
+        return logo
+    root = Company.objects.filter(parent__isnull=True).exclude(logo="").exclude(pk=company.pk).first()
+    if root is not None and (logo := _logo_read(root)):
+        return logo
+    return Logo(DEFAULT_LOGO.name, DEFAULT_LOGO.read_bytes(), "image/svg+xml")
+
+
+def _logo_read(company: Company) -> Logo | None:
+    try:
+        with company.logo.open("rb") as handle:
+            content = handle.read()
+    except OSError:
+        return None
+    name = Path(company.logo.name).name
+    return Logo(name, content, mimetypes.guess_type(name)[0] or "image/png")

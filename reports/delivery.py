@@ -12,15 +12,12 @@ the run's own key (one run per schedule and month) a recipient gets one email pe
 
 import datetime as dt
 import logging
-import mimetypes
 import tempfile
 from dataclasses import dataclass
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
-from pathlib import Path
 
 from django.conf import settings
-from django.contrib.staticfiles import finders
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files import File
 from django.core.files.base import ContentFile
@@ -35,7 +32,7 @@ from django.utils import timezone
 
 from companies.access import in_subtree
 from companies.models import Company, CompanyStatus, Role, User
-from companies.selectors import companies_with_accounts_managed_by
+from companies.selectors import companies_with_accounts_managed_by, company_logo
 from usage.models import MonthClose
 from usage.rollups import month_previous
 
@@ -221,20 +218,11 @@ class ReportEmail(EmailMultiAlternatives):
 
 
 def company_logo_part(company: Company) -> MIMEImage:
-    """H2: the company's logo, else the platform's, else GZ Console's default (as in the PDF)."""
-    owner = company if company.logo else Company.objects.filter(parent__isnull=True).exclude(logo="").first()
-    if owner is not None and owner.logo:
-        with owner.logo.open("rb") as logo:
-            content = logo.read()
-        name = Path(owner.logo.name).name
-    else:
-        path = finders.find("img/default-logo.svg")
-        content = Path(path).read_bytes()
-        name = "default-logo.svg"
-    mimetype = mimetypes.guess_type(name)[0] or "image/png"
-    image = MIMEImage(content, _subtype=mimetype.split("/", 1)[1])
+    """H2: the logo the PDF carries, as the email's inline image."""
+    logo = company_logo(company=company)
+    image = MIMEImage(logo.content, _subtype=logo.mimetype.split("/", 1)[1])
     image.add_header("Content-ID", f"<{LOGO_CID}>")
-    image.add_header("Content-Disposition", "inline", filename=name)
+    image.add_header("Content-Disposition", "inline", filename=logo.name)
     return image
 
 

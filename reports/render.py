@@ -5,11 +5,9 @@ import base64
 import csv
 import datetime as dt
 import io
-import mimetypes
 import re
 from collections.abc import Iterator
 from html import escape
-from pathlib import Path
 
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -139,23 +137,11 @@ def _bar_chart(report: Report, width: int = 760, bars: int = 15) -> str:
 # --- PDF ----------------------------------------------------------------------------------------------
 
 def report_logo_data_uri(company) -> str:
-    """H2: the company's logo, else the platform's, else GZ Console's default logo."""
-    from companies.models import Company
+    """H2: the company's logo (or the platform's, or the default) for the PDF."""
+    from companies.selectors import company_logo
 
-    candidates = [company]
-    if company.parent_id:
-        candidates.append(Company.objects.filter(parent__isnull=True).first())
-    for candidate in candidates:
-        if candidate is not None and candidate.logo:
-            try:
-                with candidate.logo.open("rb") as handle:
-                    data = handle.read()
-            except OSError:
-                continue
-            mime = mimetypes.guess_type(candidate.logo.name)[0] or "image/png"
-            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-    default = Path(settings.BASE_DIR) / "static" / "img" / "default-logo.svg"
-    return "data:image/svg+xml;base64," + base64.b64encode(default.read_bytes()).decode()
+    logo = company_logo(company=company)
+    return f"data:{logo.mimetype};base64,{base64.b64encode(logo.content).decode()}"
 
 
 def report_totals_list(report: Report) -> list[tuple[str, object]]:

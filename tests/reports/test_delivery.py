@@ -377,3 +377,28 @@ def test_R5_H2_email_carries_the_company_own_logo(platform, smtp, media):
     logo = next(part for part in message.walk() if part.get("Content-ID") == f"<{LOGO_CID}>")
     assert logo.get_content_type() == "image/png"
     assert logo.get_content() == buffer.getvalue()
+
+
+def test_H2_email_of_a_company_without_a_logo_carries_the_platforms_else_the_default(platform, smtp, media):
+    import io
+
+    from django.core.files.base import ContentFile
+    from PIL import Image
+
+    tree = build(platform)
+
+    def sent_logo():
+        smtp.messages.clear()
+        _send(actor=tree.p_admin, company=tree.a, recipients=[tree.p_admin])
+        message = smtp.to("admin@p.test")[0]
+        return next(part for part in message.walk() if part.get("Content-ID") == f"<{LOGO_CID}>")
+
+    default = sent_logo()
+    assert default.get_content_type() == "image/svg+xml"
+    assert default.get_filename() == "default-logo.svg"
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (30, 200, 30)).save(buffer, format="PNG")
+    platform.logo.save("platform.png", ContentFile(buffer.getvalue()), save=True)
+    platforms = sent_logo()  # neither the customer nor its partner has a logo: the platform's
+    assert platforms.get_content_type() == "image/png"
+    assert platforms.get_content() == buffer.getvalue()

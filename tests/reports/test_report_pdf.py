@@ -116,6 +116,23 @@ def test_R4_pdf_without_a_logo_carries_the_default_one_and_options(platform, tmp
     assert not re.search(r"\bCustomer C\b", text.split("Endpoint details")[0])
 
 
+def test_H2_pdf_of_a_company_without_a_logo_carries_the_platforms(platform, tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    tree = build_tree(platform)
+    report = report_build(actor=admin_of(tree.p), company=tree.p, month=NOV)
+    before = tmp_path / "before.pdf"
+    before.write_bytes(report_pdf(report))
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    assert logo_pixels(page_pngs(before, tmp_path / "a")[0]) == 0  # nobody has a logo yet: the default
+    upload = logo_upload()
+    platform.logo.save(upload.name, upload, save=True)
+    path = tmp_path / "report.pdf"
+    path.write_bytes(report_pdf(report))
+    assert logo_pixels(page_pngs(path, tmp_path / "b")[0]) > 50
+    assert "GZ Console" not in pdf_text(path, 1)  # the default logo's wordmark is gone
+
+
 def test_R6_pdf_for_email_security_report(platform, tmp_path):
     tree = build_tree(platform)
     report = report_build(actor=admin_of(tree.p), company=tree.p, month=NOV, kind="email_security")
