@@ -81,6 +81,45 @@ def test_U1_H4_a_seat_held_before_a_suspension_counts_only_in_the_months_it_cove
     assert (usage(a, december).active_endpoints, usage(a, december).licensed_endpoints) == (1, 0)
 
 
+def test_U1_L4_T7_an_endpoint_that_takes_a_seat_again_counts_in_each_month_it_held_one(platform):
+    """October: held a seat. Suspended on 10 November (November counts: it held the seat until then),
+    back in trial on 20 November, the trial runs out on 31 December with no seat free (December does
+    not count), the partner buys a second seat and the agent registers again on 5 January: licensed
+    (January counts) while the months of its first seat still count it."""
+    from freezegun import freeze_time
+
+    from companies.models import CompanyStatus
+    from companies.services import company_set_status
+    from licensing.models import SeatAssignment, SeatState
+    from licensing.seats import seat_assign, seats_expire_trials
+
+    partner = make_partner(parent=platform)
+    entitlements_set(actor=None, company=partner, purpose="resell", keys=set(ALL_ADDONS))
+    reservation_set(actor=None, company=partner, seats=1)
+    a, b = make_company(parent=partner), make_company(parent=partner)
+    for company in (a, b):
+        entitlements_set(actor=None, company=company, purpose="own", keys=set(ALL_ADDONS))
+    with freeze_time("2026-10-05 09:00:00"):
+        endpoint = Machine(a)
+    with freeze_time("2026-11-10 09:00:00"):
+        company_set_status(actor=None, company=a, status=CompanyStatus.SUSPENDED)
+    with freeze_time("2026-11-15 09:00:00"):
+        Machine(b)  # takes the freed seat
+    with freeze_time("2026-11-20 09:00:00"):
+        company_set_status(actor=None, company=a, status=CompanyStatus.ACTIVE)
+    seats_expire_trials(today=dt.date(2027, 1, 1))
+    assert SeatAssignment.objects.get(company=a, endpoint_id=endpoint.id).state == SeatState.EXPIRED
+    reservation_set(actor=None, company=partner, seats=2)
+    with freeze_time("2027-01-05 09:00:00"):
+        assert seat_assign(company=a, endpoint_id=endpoint.id).state == SeatState.LICENSED  # the retake
+    for day in (dt.datetime(2026, 10, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 25, tzinfo=dt.UTC),
+                dt.datetime(2026, 12, 15, tzinfo=dt.UTC), dt.datetime(2027, 1, 6, tzinfo=dt.UTC)):
+        endpoint.beat(day)
+    months = [dt.date(2026, 10, 1), NOV, dt.date(2026, 12, 1), dt.date(2027, 1, 1)]
+    assert [(usage(a, m).active_endpoints, usage(a, m).licensed_endpoints) for m in months] == [
+        (1, 1), (1, 1), (1, 0), (1, 1)]
+
+
 def test_U2_core_modules_add_no_usage_only_antimalware(platform):
     company = company_with(platform, *ALL_ADDONS)
     Machine(company).beat(DAY, modules=["antimalware", "firewall", "relay", "power_user"])
