@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from companies.audit import audit_record
 from companies.models import Company, CompanyType, PartnerPlan, User
-from usage.models import MonthClose
 from usage.rollups import month_previous, month_start
+from usage.selectors import month_closed_at
 
 from .connectwise import ConnectWiseClient, Credentials, PsaError
 from .crypto import SecretUnreadable, decrypt, encrypt
@@ -338,7 +338,7 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         # one sync per company-month at a time: a second worker waits here and then sees the id
         addition = PsaAddition.objects.select_for_update().get(company=company, month=month)
         if addition.addition_ref is not None and addition.quantity == count and not force:
-            closed_at = _closed_at(month)
+            closed_at = month_closed_at(company_ids=[company.pk], month=month)[company.pk]
             if closed_at is not None and (addition.synced_at is None or addition.synced_at < closed_at):
                 # a closed month, already right: its final push is done
                 addition.synced_at = now
@@ -413,16 +413,12 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
     attempt.http_status = client.last_status
 
 
-def _closed_at(month: dt.date) -> dt.datetime | None:
-    """When the month close (U12) froze `month`'s figures, or None while it is still open."""
-    return MonthClose.objects.filter(month=month).values_list("finalized_at", flat=True).first()
-
-
 def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
     """B3: the company-months to push now: every mapped, eligible company of every partner allowed
-    to sync, for the current month; and, once the month before is closed (U12: its figures are
-    final from then on), its final count. Pushing it at midnight instead would miss what the
-    rollups merge between midnight and the close, and nothing would correct it afterwards.
+    to sync, for the current month; and, once the month before is closed for the company and its
+    subtree (U12: its figures are final from then on), its final count. Pushing it at midnight
+    instead would miss what the rollups merge between midnight and the close, and nothing would
+    correct it afterwards.
     The four-hour rule and "nothing changed" are decided by addition_sync."""
     now = now or timezone.now()
     current, previous = month_start(now), month_previous(now)
@@ -435,11 +431,11 @@ def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
                 .filter(company__parent_id=F("connection__company_id"))
                 .values_list("company_id", flat=True))
     due = [(company_id, current.isoformat()) for company_id in mappings]
-    closed_at = _closed_at(previous)
-    if closed_at is not None:
-        final = (PsaAddition.objects.filter(month=previous, addition_ref__isnull=False, synced_at__lt=closed_at)
-                 .values_list("company_id", flat=True))
-        due += [(company_id, previous.isoformat()) for company_id in final]
+    pushed = dict(PsaAddition.objects.filter(month=previous, addition_ref__isnull=False)
+                  .values_list("company_id", "synced_at"))
+    closed = month_closed_at(company_ids=list(pushed), month=previous)
+    due += [(company_id, previous.isoformat()) for company_id, synced_at in sorted(pushed.items())
+            if closed[company_id] is not None and (synced_at is None or synced_at < closed[company_id])]
     return due
 
 

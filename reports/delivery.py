@@ -33,8 +33,8 @@ from django.utils import timezone
 from companies.access import in_subtree
 from companies.models import Company, CompanyStatus, Role, User
 from companies.selectors import companies_with_accounts_managed_by, company_logo
-from usage.models import MonthClose
 from usage.rollups import month_previous
+from usage.selectors import month_closed_at
 
 from .models import (
     DeliveryStatus,
@@ -349,13 +349,14 @@ def _report_for(run: ReportRun, recipient: User):
 
 
 def report_run_waits_for_close(*, run_id: int, countdown: int) -> bool:
-    """R5/U12: a scheduled run sends its month once the month is closed, so the emailed figures are
-    the frozen ones and whatever arrives later shows as a late adjustment in the next report. Until
-    then it waits; its page shows when it looks again. True when it has to wait."""
-    run = ReportRun.objects.filter(pk=run_id).values("schedule_id", "month", "status").first()
+    """R5/U12: a scheduled run sends its month once the month is closed for the report's company and
+    its subtree, so the emailed figures are the frozen ones and whatever arrives later shows as a
+    late adjustment in the next report. Until then it waits; its page shows when it looks again.
+    True when it has to wait."""
+    run = ReportRun.objects.filter(pk=run_id).values("schedule_id", "month", "status", "company_id").first()
     if run is None or run["schedule_id"] is None or run["status"] == RunStatus.SENT:
         return False
-    if MonthClose.objects.filter(month=run["month"]).exists():
+    if month_closed_at(company_ids=[run["company_id"]], month=run["month"])[run["company_id"]] is not None:
         return False
     ReportRun.objects.filter(pk=run_id).update(next_retry_at=timezone.now() + dt.timedelta(seconds=countdown))
     return True

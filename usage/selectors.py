@@ -2,12 +2,13 @@
 
 import datetime as dt
 
+from django.db import connection
 from django.db.models import Q, Sum
 
 from companies.models import Company
 
-from .models import CompanyMonthUsage, LateAdjustment
-from .rollups import GATED, month_previous
+from .models import CompanyMonthUsage, LateAdjustment, MonthClose
+from .rollups import GATED, month_bounds, month_previous
 
 NOT_ENABLED = "Not enabled"
 
@@ -49,3 +50,30 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     return {"figures": figures, "companies": totals["rows"] or 0, "late_adjustments": late,
             "late_adjustments_month": previous}
 
+
+
+# Per company: when every company of its subtree that existed before the month ended had its row for
+# the month finalized (the latest of those times), or NULL while any row is missing or still open.
+SUBTREE_CLOSED_SQL = """
+SELECT c.id, CASE WHEN count(*) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
+FROM public.companies_company c
+JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%' AND d.created_at < %(end)s
+LEFT JOIN public.usage_companymonthusage u ON u.company_id = d.id AND u.month = %(month)s
+WHERE c.id = ANY(%(ids)s)
+GROUP BY c.id
+"""
+
+
+def month_closed_at(*, company_ids: list[int], month: dt.date) -> dict[int, dt.datetime | None]:
+    """U12: when `month` was frozen for each company's report (the company and its subtree), or None
+    while it is not. The month close finalizes company by company and writes MonthClose once all
+    are done; a report waits only for its own subtree, so one company whose last rollup keeps
+    failing holds back its own partner's report emails and PSA push, not every partner's. Two
+    queries at most, whatever the number of companies."""
+    closed = MonthClose.objects.filter(month=month).values_list("finalized_at", flat=True).first()
+    if closed is not None or not company_ids:
+        return dict.fromkeys(company_ids, closed)
+    with connection.cursor() as cursor:
+        cursor.execute(SUBTREE_CLOSED_SQL, {"ids": list(company_ids), "month": month, "end": month_bounds(month)[1]})
+        found = dict(cursor.fetchall())
+    return {company_id: found.get(company_id) for company_id in company_ids}

@@ -27,7 +27,7 @@ from licensing.models import License
 from tests.factories import make_company, make_partner
 from tests.integrations.conftest import AGREEMENT_TYPE, PRODUCT, set_active
 from tests.integrations.fake_connectwise import API
-from usage.models import MonthClose
+from usage.models import CompanyMonthUsage, MonthClose
 
 pytestmark = pytest.mark.django_db
 
@@ -320,6 +320,33 @@ def test_B3_U12_the_final_count_of_a_month_is_pushed_after_its_close(billing, cw
     assert [a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]] == [7]
     # done: the month is not due again
     assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0120 + dt.timedelta(hours=5))
+
+
+def test_B3_U12_a_company_failing_the_close_elsewhere_does_not_hold_back_the_final_push(billing, cw, platform):
+    """The close finalizes company by company; MonthClose waits for the last. A customer of another
+    partner whose rollup keeps failing leaves its own row open: Alpha's final count (its subtree is
+    finalized) is pushed anyway, and the other partner's would wait."""
+    from companies.models import Company
+
+    _map(billing, billing.alpha, billing.cw_alpha)
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    elsewhere = make_company(parent=make_partner(parent=platform, name="Other MSP"), name="Stuck Customer")
+    Company.objects.filter(pk__in=[billing.alpha.pk, elsewhere.pk]).update(created_at=dt.datetime(
+        previous.year, previous.month, 2, tzinfo=dt.UTC))  # both existed in the month
+    last_day = dt.datetime(billing.month.year, billing.month.month, 1, tzinfo=dt.UTC) - dt.timedelta(hours=5)
+    set_active(billing.alpha, previous, 4)
+    set_active(elsewhere, previous, 2)
+    assert addition_sync(company_id=billing.alpha.pk, month=previous, now=last_day).operation == "create"
+    at_0130 = last_day + dt.timedelta(hours=6, minutes=30)
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0130)  # nothing finalized yet
+    set_active(billing.alpha, previous, 6)  # merged before the close
+    CompanyMonthUsage.objects.filter(company=billing.alpha, month=previous).update(finalized_at=at_0130)
+    assert not MonthClose.objects.filter(month=previous).exists()  # the stuck customer holds it back
+    at_0230 = at_0130 + dt.timedelta(hours=1)
+    assert (billing.alpha.pk, previous.isoformat()) in sync_due(now=at_0230)
+    final = addition_sync(company_id=billing.alpha.pk, month=previous, now=at_0230)
+    assert (final.operation, final.quantity) == ("update", 6)
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0230 + dt.timedelta(hours=5))
 
 
 def test_query_counts_stay_flat(billing, cw):

@@ -19,7 +19,7 @@ from reports.delivery import report_run_deliver, schedule_run_due
 from reports.models import DeliveryStatus, ReportDelivery, ReportFile, ReportRun, ReportSchedule, RunStatus
 from reports.schedules import schedule_create, schedule_delete, schedule_pause, schedule_update
 from tests.factories import PASSWORD, make_user
-from tests.reports.test_delivery import build, free_port, media, smtp, smtp_start  # noqa: F401 - fixtures
+from tests.reports.test_delivery import NOV, build, free_port, media, smtp, smtp_start  # noqa: F401 - fixtures
 from usage.models import MonthClose
 
 # The Celery worker (tests/conftest.py celery_worker_process) starts once per session with this
@@ -238,6 +238,41 @@ def test_R5_U12_a_scheduled_run_waits_for_its_month_to_be_closed(platform, smtp,
     run.refresh_from_db()
     assert run.status == RunStatus.SENT
     assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == ["admin@a.test", "admin@p.test"]
+
+
+@pytest.mark.django_db
+def test_R5_U12_a_company_failing_its_close_holds_back_only_its_own_subtrees_reports(platform, smtp,  # noqa: F811
+                                                                                        media):  # noqa: F811
+    """Partner S's customer Z cannot be rolled up (its schema lost a table): the month close
+    finalizes everyone else and keeps retrying, so MonthClose is not written. P's report on A does
+    not depend on Z and is sent; a report on S's subtree waits until Z is finalized too."""
+    from reports.tasks import run_deliver
+    from usage.rollups import MonthCloseIncomplete, usage_month_close
+    from usage.selectors import month_closed_at
+
+    tree = build(platform)
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".telemetry_endpointmonth RENAME TO broken')
+    with pytest.raises(MonthCloseIncomplete):
+        usage_month_close(month=NOV)
+    assert not MonthClose.objects.filter(month=NOV).exists()
+    closed = month_closed_at(company_ids=[tree.a.pk, tree.p.pk, tree.s.pk, tree.z.pk, platform.pk], month=NOV)
+    assert closed[tree.a.pk] is not None and closed[tree.p.pk] is not None
+    assert closed[tree.s.pk] is None and closed[tree.z.pk] is None and closed[platform.pk] is None
+
+    fired = dt.datetime(2026, 12, 1, 6, 0, 5, tzinfo=dt.UTC)
+    run_a = schedule_run_due(schedule_id=schedule_create(actor=tree.p_admin, data=_data(tree)).pk, fired_at=fired)
+    run_s = schedule_run_due(schedule_id=schedule_create(actor=tree.s_admin, data={
+        "name": "Monthly usage for S", "company": tree.s.pk, "recipients": [tree.s_admin.pk]}).pk, fired_at=fired)
+    assert run_deliver.apply(args=[run_s.pk]).get() == {"waiting_for_month_close": True}
+    assert run_deliver.apply(args=[run_a.pk]).get()["sent"] == 2
+    assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == ["admin@a.test", "admin@p.test"]
+
+    with connection.cursor() as cursor:  # repaired: the close's retry finishes the month
+        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".broken RENAME TO telemetry_endpointmonth')
+    usage_month_close(month=NOV)
+    assert run_deliver.apply(args=[run_s.pk]).get()["sent"] == 1
+    assert smtp.to("admin@s.test")
 
 
 @pytest.fixture
