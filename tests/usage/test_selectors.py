@@ -128,3 +128,34 @@ def test_U13_usage_history_sums_the_subtree_per_month_newest_first(platform):
         (NOV, 4, 4, False), (OCT, 4, 3, True)]
     own = usage_history(company=top, subtree=False)
     assert [(h["month"], h["licensed_endpoints"]) for h in own] == [(OCT, 1)]
+
+
+def test_U12_a_month_is_final_for_a_subtree_once_its_rows_are_even_before_the_whole_close(platform):
+    """The close finalizes company by company; MonthClose comes when all are done. A partner whose
+    companies are all finalized reads "finalized" on its Usage page (month list and detail) while
+    another partner's customer is still open; that partner reads "awaiting close"."""
+    from django.utils import timezone
+
+    from companies.models import Company
+    from usage.models import CompanyMonthUsage
+    from usage.month_selectors import usage_month_detail, usage_months
+    from usage.rollups import month_previous
+
+    previous = month_previous(timezone.now())
+    done_partner, open_partner = make_partner(parent=platform), make_partner(parent=platform)
+    done, stuck = make_company(parent=done_partner), make_company(parent=open_partner)
+    companies = [done_partner, open_partner, done, stuck]
+    Company.objects.filter(pk__in=[c.pk for c in companies]).update(
+        created_at=dt.datetime(previous.year, previous.month, 2, tzinfo=dt.UTC))
+    for company in companies:  # every company of the month has its row, as the close leaves them
+        usage_company_rollup(company_id=company.pk, months=[previous])
+    CompanyMonthUsage.objects.filter(month=previous).exclude(company=stuck).update(finalized_at=timezone.now())
+
+    def status(company):
+        return (usage_month_detail(company=company, month=previous)["status"],
+                {m["month"]: m["finalized"] for m in usage_months(company=company)}[previous])
+
+    assert status(done_partner) == ("finalized", True)
+    assert status(done) == ("finalized", True)
+    assert status(open_partner) == ("awaiting close", False)
+    assert status(stuck) == ("awaiting close", False)
