@@ -47,51 +47,15 @@ def test_U1_licensed_endpoints_held_a_seat_in_the_month(platform):
     assert (figures.active_endpoints, figures.licensed_endpoints) == (4, 2)
 
 
-def test_U1_H4_a_seat_held_before_a_suspension_counts_only_in_the_months_it_covered(platform):
-    """A and B share their partner's one seat. A's endpoint holds it from October; A is suspended on
-    10 November, B's new endpoint takes the freed seat, A returns on 20 November in trial. A's
-    endpoint held a seat in November (1-10), so November counts it; in December it is in trial and
-    is not licensed."""
+def _suspended_and_back(platform):
+    """A and B share their partner's one seat. A's endpoint holds it from 5 October; A is suspended on
+    10 November, B's new endpoint takes the freed seat, A returns on 20 November with its endpoint in
+    trial. Returns (partner, A, A's endpoint)."""
     from freezegun import freeze_time
 
     from companies.models import CompanyStatus
     from companies.services import company_set_status
     from licensing.models import SeatAssignment, SeatState
-
-    partner = make_partner(parent=platform)
-    entitlements_set(actor=None, company=partner, purpose="resell", keys=set(ALL_ADDONS))
-    reservation_set(actor=None, company=partner, seats=1)
-    a = make_company(parent=partner)
-    b = make_company(parent=partner)
-    for company in (a, b):
-        entitlements_set(actor=None, company=company, purpose="own", keys=set(ALL_ADDONS))
-    with freeze_time("2026-10-05 09:00:00"):
-        endpoint = Machine(a)
-    with freeze_time("2026-11-10 09:00:00"):
-        company_set_status(actor=None, company=a, status=CompanyStatus.SUSPENDED)
-    with freeze_time("2026-11-15 09:00:00"):
-        Machine(b)
-    with freeze_time("2026-11-20 09:00:00"):
-        company_set_status(actor=None, company=a, status=CompanyStatus.ACTIVE)
-    assert SeatAssignment.objects.get(company=a, endpoint_id=endpoint.id).state == SeatState.TRIAL
-    endpoint.beat(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
-    endpoint.beat(dt.datetime(2026, 12, 3, tzinfo=dt.UTC))
-    december = dt.date(2026, 12, 1)
-    assert usage(a).licensed_endpoints == 1
-    assert (usage(a, december).active_endpoints, usage(a, december).licensed_endpoints) == (1, 0)
-
-
-def test_U1_L4_T7_an_endpoint_that_takes_a_seat_again_counts_in_each_month_it_held_one(platform):
-    """October: held a seat. Suspended on 10 November (November counts: it held the seat until then),
-    back in trial on 20 November, the trial runs out on 31 December with no seat free (December does
-    not count), the partner buys a second seat and the agent registers again on 5 January: licensed
-    (January counts) while the months of its first seat still count it."""
-    from freezegun import freeze_time
-
-    from companies.models import CompanyStatus
-    from companies.services import company_set_status
-    from licensing.models import SeatAssignment, SeatState
-    from licensing.seats import seat_assign, seats_expire_trials
 
     partner = make_partner(parent=platform)
     entitlements_set(actor=None, company=partner, purpose="resell", keys=set(ALL_ADDONS))
@@ -107,6 +71,32 @@ def test_U1_L4_T7_an_endpoint_that_takes_a_seat_again_counts_in_each_month_it_he
         Machine(b)  # takes the freed seat
     with freeze_time("2026-11-20 09:00:00"):
         company_set_status(actor=None, company=a, status=CompanyStatus.ACTIVE)
+    assert SeatAssignment.objects.get(company=a, endpoint_id=endpoint.id).state == SeatState.TRIAL
+    return partner, a, endpoint
+
+
+def test_U1_H4_a_seat_held_before_a_suspension_counts_only_in_the_months_it_covered(platform):
+    """A's endpoint held a seat in November (1-10), so November counts it; in December it is in
+    trial and is not licensed."""
+    _partner, a, endpoint = _suspended_and_back(platform)
+    endpoint.beat(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
+    endpoint.beat(dt.datetime(2026, 12, 3, tzinfo=dt.UTC))
+    december = dt.date(2026, 12, 1)
+    assert usage(a).licensed_endpoints == 1
+    assert (usage(a, december).active_endpoints, usage(a, december).licensed_endpoints) == (1, 0)
+
+
+def test_U1_L4_T7_an_endpoint_that_takes_a_seat_again_counts_in_each_month_it_held_one(platform):
+    """October: held a seat. Suspended on 10 November (November counts: it held the seat until then),
+    back in trial on 20 November, the trial runs out on 31 December with no seat free (December does
+    not count), the partner buys a second seat and the agent registers again on 5 January: licensed
+    (January counts) while the months of its first seat still count it."""
+    from freezegun import freeze_time
+
+    from licensing.models import SeatAssignment, SeatState
+    from licensing.seats import seat_assign, seats_expire_trials
+
+    partner, a, endpoint = _suspended_and_back(platform)
     seats_expire_trials(today=dt.date(2027, 1, 1))
     assert SeatAssignment.objects.get(company=a, endpoint_id=endpoint.id).state == SeatState.EXPIRED
     reservation_set(actor=None, company=partner, seats=2)
