@@ -2,11 +2,20 @@
 history and downloads under C6, acting for the administrator who created the key."""
 
 import base64
+import csv
+import datetime as dt
+import io
+import shutil
+import subprocess
 
 import pytest
 
+from companies.services import company_set_assist
+from licensing.entitlements import entitlements_set
 from reports.models import ReportDelivery, ReportFile, ReportRun, ReportSchedule
 from tests.reports.test_delivery import smtp  # noqa: F401 - fixture
+from tests.usage.fleet import Machine
+from usage.rollups import usage_company_rollup
 
 pytestmark = pytest.mark.django_db
 PARAMS = {"name": "November usage", "type": 13, "options": {"targetMonth": "11/2026"}}
@@ -303,3 +312,139 @@ def test_A4_delete_and_scheduled_reports_need_the_reports_scope(rpc, tree, files
                                                  "emailList": ["admin@northwind-msp.test"]},
                      key=key, status=403)["code"] == -32000
     assert ReportSchedule.objects.count() == 1 and ReportFile.objects.count() == 1
+
+
+# --- C3: a company whose partner may not assist (Bolt Legal) ---------------------------------------------
+
+NOV = dt.date(2026, 11, 1)
+DAY = dt.datetime(2026, 11, 10, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def network(tree):
+    """Acme (assist on) has one endpoint, Bolt (assist off) two; `hosts` are what a report must never
+    show of Bolt's network to Northwind: hostnames (first) and endpoint ids."""
+    entitlements_set(actor=None, company=tree.north, purpose="resell", keys={"endpoint_security", "a_la_carte"})
+    tree.hosts = {}
+    for company, count in ((tree.acme, 1), (tree.bolt, 2)):
+        entitlements_set(actor=None, company=company, purpose="own", keys={"endpoint_security", "a_la_carte"})
+        machines = [Machine(company).beat(DAY) for _ in range(count)]
+        usage_company_rollup(company_id=company.pk, months=[NOV])
+        tree.hosts[company.pk] = [f"host-{m.id.hex[:6]}" for m in machines] + [str(m.id) for m in machines]
+    return tree
+
+
+def _download(rpc, key: str, url: str) -> bytes:
+    response = rpc.client.get(_path(url), **_basic(key))
+    assert response.status_code == 200, response
+    return b"".join(response.streaming_content)
+
+
+def _pdf_text(data: bytes, tmp_path) -> str:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(data)
+    return subprocess.run(["pdftotext", "-raw", str(path), "-"], check=True, capture_output=True, text=True).stdout
+
+
+def _company_rows(text: str) -> dict[str, dict]:
+    lines = list(csv.reader(io.StringIO(text)))
+    return {line[1]: dict(zip(lines[0], line, strict=True)) for line in lines[1:] if len(line) == len(lines[0])}
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils is not installed")
+def test_C3_report_of_a_company_without_assist_has_its_figures_and_no_endpoint_rows(rpc, network, files,
+                                                                                    tmp_path):
+    key = network.keys[network.north.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.bolt.pk]}, key=key)
+    item = ReportFile.objects.get(pk=int(report_id))
+    assert item.company == network.bolt and item.network_detail is False
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    text = _download(rpc, key, links["csvUrl"]).decode()
+    row = _company_rows(text)["Bolt Legal"]  # company-level figures stay (C3)
+    assert (row["Licensed endpoints"], row["Endpoint usage"]) == ("2", "2")
+    assert "Uptime (seconds)" not in text  # no endpoint details section
+    assert not [host for host in network.hosts[network.bolt.pk] if host in text]
+    pdf = _pdf_text(_download(rpc, key, links["pdfUrl"]), tmp_path)
+    assert "Bolt Legal" in pdf and "Endpoint details are not part of this report" in pdf
+    assert not [host for host in network.hosts[network.bolt.pk] if host in pdf]
+
+
+def test_C3_only_endpoint_details_of_a_company_without_assist_lists_no_endpoint(rpc, network, files):
+    """As on the report page, where the option shows "Endpoint details are not available" rather
+    than an error: the report is made and holds no endpoint of the company."""
+    key = network.keys[network.north.pk]
+    options = {"targetMonth": "11/2026", "onlyEndpointDetails": True}
+    texts = {}
+    for company in (network.acme, network.bolt):
+        report_id = rpc.result("reports", "createReport", {"type": 13, "targetIds": [company.pk],
+                                                           "options": options}, key=key)
+        links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+        texts[company.pk] = _download(rpc, key, links["csvUrl"]).decode()
+    assert network.hosts[network.acme.pk][0] in texts[network.acme.pk]  # assist on: its endpoint is listed
+    assert texts[network.bolt.pk] == ""
+    assert ReportFile.objects.get(company=network.bolt).network_detail is False
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils is not installed")
+def test_C3_partner_report_leaves_out_the_endpoints_of_its_company_without_assist(rpc, network, files, tmp_path):
+    key = network.keys[network.north.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.north.pk]}, key=key)
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    text = _download(rpc, key, links["csvUrl"]).decode()
+    rows = _company_rows(text)
+    assert rows["Bolt Legal"]["Endpoint usage"] == "2" and rows["Northwind MSP"]["Endpoint usage"] == "3"
+    assert network.hosts[network.acme.pk][0] in text  # the hostname of the company with assist on
+    assert not [host for host in network.hosts[network.bolt.pk] if host in text]
+    pdf = _pdf_text(_download(rpc, key, links["pdfUrl"]), tmp_path)
+    assert network.hosts[network.acme.pk][0] in pdf  # the hostname of the company with assist on
+    assert not [host for host in network.hosts[network.bolt.pk] if host in pdf]
+
+
+def test_C3_report_with_endpoint_rows_closes_when_assist_goes_off(rpc, network, files):
+    key = network.keys[network.north.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.acme.pk]}, key=key)
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    assert network.hosts[network.acme.pk][0] in _download(rpc, key, links["csvUrl"]).decode()
+    company_set_assist(actor=network.admins[network.acme.pk], company=network.acme, on=False)
+    missing = rpc.call("reports", "getDownloadLinks", {"reportId": 10**9}, key=key)
+    assert rpc.call("reports", "getDownloadLinks", {"reportId": report_id}, key=key) == missing
+    for url in (links["csvUrl"], links["pdfUrl"]):
+        assert rpc.client.get(_path(url), **_basic(key)).status_code == 404
+    # a new report of Acme keeps its figures and leaves its endpoints out
+    again = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.acme.pk]}, key=key)
+    text = _download(rpc, key, rpc.result("reports", "getDownloadLinks", {"reportId": again}, key=key)["csvUrl"])
+    assert _company_rows(text.decode())["Acme Dental"]["Endpoint usage"] == "1"
+    assert not [host for host in network.hosts[network.acme.pk] if host in text.decode()]
+
+
+def test_C3_R5_users_of_a_company_without_assist_do_not_receive_its_report_from_the_partner(rpc, network, files):
+    key, bolt_admin = network.keys[network.north.pk], network.admins[network.bolt.pk]
+    error = rpc.error("reports", "createReport", {**PARAMS, "targetIds": [network.bolt.pk],
+                                                  "emailList": [bolt_admin.email]}, key=key)
+    assert error["code"] == -32602 and "'emailList'" in error["data"]["details"]
+    error = rpc.error("reports", "createReport", {**MONTHLY, "targetIds": [network.bolt.pk],
+                                                  "emailList": [bolt_admin.email]}, key=key)
+    assert error["code"] == -32602 and "'emailList'" in error["data"]["details"]
+    assert not ReportFile.objects.exists() and not ReportSchedule.objects.exists()
+
+
+def test_C3_scheduled_report_of_a_company_without_assist_sends_no_endpoint_rows(rpc, network, files,
+                                                                               smtp):  # noqa: F811
+    from reports.delivery import report_run_deliver, schedule_run_due
+
+    key = network.keys[network.north.pk]
+    report_id = rpc.result("reports", "createReport", {
+        **MONTHLY, "options": {}, "targetIds": [network.bolt.pk],
+        "emailList": [network.admins[network.north.pk].email]}, key=key)
+    schedule = ReportSchedule.objects.get(pk=int(report_id.removeprefix("schedule-")))
+    run = schedule_run_due(schedule_id=schedule.pk, fired_at=dt.datetime(2026, 12, 3, 7, tzinfo=dt.UTC))
+    assert run.month == NOV  # the previous month's report
+    report_run_deliver(run_id=run.pk)
+    assert ReportFile.objects.get().network_detail is False
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    text = _download(rpc, key, links["csvUrl"]).decode()
+    attachment = next(part for part in smtp.messages[0][1].iter_attachments()
+                      if part.get_filename().endswith(".csv")).get_content()
+    for sent in (text, attachment):
+        assert _company_rows(sent)["Bolt Legal"]["Endpoint usage"] == "2"
+        assert not [host for host in network.hosts[network.bolt.pk] if host in sent]
