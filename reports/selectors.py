@@ -206,7 +206,7 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
     )
     SELECT s.id, s.name, s.type, s.license_key, s.lineage, s.visible,
            own.product_type, own.reserved_seats, own.end_date, own.auto_renew, own.minimum_usage,
-           lic.reserved_seats, lic.minimum_usage, lic.auto_renew, lic.license_type, agg.*
+           lic.reserved_seats, lic.auto_renew, lic.license_type, agg.*
     FROM scope s
     LEFT JOIN agg ON agg.row_id = s.id
     LEFT JOIN usage_companymonthusage own ON own.company_id = s.id AND own.month = %(month)s
@@ -236,8 +236,8 @@ def _company_row(raw, described, names, viewer_depth, month_text, scope) -> dict
     from .builder import PRODUCT_TYPES
 
     (company_id, name, type_, license_key, lineage, visible, own_product, own_reserved, own_end, own_renew,
-     own_minimum, lic_reserved, lic_minimum, lic_renew, license_type) = raw[:15]
-    agg = dict(zip(described[15:], raw[15:], strict=True))
+     own_minimum, lic_reserved, lic_renew, license_type) = raw[:14]
+    agg = dict(zip(described[14:], raw[14:], strict=True))
     names[company_id] = name
     # H3 path, cut to the part the viewer may see (C6): from the viewer's company down
     ids = [int(p) for p in lineage.strip("/").split("/")][viewer_depth:]
@@ -251,7 +251,9 @@ def _company_row(raw, described, names, viewer_depth, month_text, scope) -> dict
         "reserved_seats": own_reserved if own_product is not None else lic_reserved,
         "end_date": own_end.isoformat() if own_end else "",
         "auto_renew": "Yes" if (own_renew if own_product is not None else lic_renew) else "No",
-        "minimum_usage": own_minimum if own_product is not None else lic_minimum,
+        # L6: the minimum the month's usage row recorded (frozen at the close, what is billed), as
+        # getMonthlyUsage and the Usage pages answer; no row, no minimum (docs/decisions.md, issue 8)
+        "minimum_usage": own_minimum,
     }
     for figure in ROW_FIGURES:
         value = agg.get(figure) or 0

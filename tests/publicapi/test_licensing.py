@@ -10,6 +10,7 @@ import pytest
 from licensing.entitlements import entitlements_set
 from licensing.models import License
 from licensing.seats import reservation_set
+from licensing.services import license_update
 from reports.builder import report_build
 from reports.render import report_csv_iter
 from tests.usage.fleet import Machine, mailbox
@@ -275,3 +276,86 @@ def test_C6_set_monthly_subscription_of_foreign_or_own_company_is_not_found(rpc,
     assert License.objects.filter(company=fleet.pine, reserved_seats=1).count() == 0
     error = rpc.error("licensing", "setMonthlySubscription", {"reservedSlots": 1}, key=key)
     assert error["code"] == -32602 and "'companyId'" in error["data"]["details"]
+
+
+# --- U12 late adjustments and L6 minimum usage, as the report and the Usage pages show them --------------
+
+OCT = dt.date(2026, 10, 1)
+IN_OCT = dt.datetime(2026, 10, 12, tzinfo=dt.UTC)
+
+
+def _report_row(admin, company, month, row_of) -> dict:
+    """`row_of`'s row in the CSV of `company`'s Monthly License Usage report, as the console exports it."""
+    lines = list(csv.reader(io.StringIO("".join(report_csv_iter(report_build(actor=admin, company=company,
+                                                                            month=month))))))
+    return next(dict(zip(lines[0], line, strict=True)) for line in lines[1:]
+                if len(line) == len(lines[0]) and line[1] == row_of.name)
+
+
+def test_U12_R7_late_adjustments_show_with_the_next_month_as_in_the_report_and_usage_page(rpc, fleet):
+    """October is finalized; two of Acme's October endpoints report after the close. October stays as
+    billed, and the November figures carry the change as late adjustments to October, as the November
+    report and Usage page do."""
+    from publicapi.fields import FIGURE_NAMES
+    from reports.render import report_late_adjustments
+    from usage.month_selectors import usage_month_detail
+    from usage.rollups import usage_month_close
+
+    key = fleet.keys[fleet.north.pk]
+    Machine(fleet.acme, now=IN_OCT).beat(IN_OCT)
+    usage_month_close(month=OCT)
+    for _ in range(2):
+        Machine(fleet.acme, now=IN_OCT).beat(IN_OCT)  # late: October is closed
+    usage_company_rollup(company_id=fleet.acme.pk)
+
+    october = rpc.result("licensing", "getMonthlyUsage", {"companyId": fleet.acme.pk, "targetMonth": "10/2026"},
+                         key=key)
+    assert october["endpointMonthlyUsage"] == 1 and october["licensedEndpoints"] == 1  # frozen at the close
+    assert october["lateAdjustments"] == {}
+    november = rpc.result("licensing", "getMonthlyUsage", {"companyId": fleet.acme.pk, "targetMonth": "11/2026"},
+                          key=key)
+    assert november["lateAdjustments"] == {"activeEndpoints": 2, "licensedEndpoints": 2, "endpointMonthlyUsage": 2}
+    assert november["endpointMonthlyUsage"] == 4  # November's own figures do not change
+
+    detail = usage_month_detail(company=fleet.acme, month=NOV)  # the Usage page and REST API
+    assert detail["late_adjustments"]["month"] == OCT
+    assert {FIGURE_NAMES[k]: v for k, v in detail["late_adjustments"]["figures"].items()} == \
+        november["lateAdjustments"]
+    late_month, late = report_late_adjustments(report_build(actor=fleet.admins[fleet.north.pk], company=fleet.acme,
+                                                            month=NOV))
+    assert late_month == OCT and dict(late) == {"Licensed endpoints": 2, "Endpoint usage": 2}
+    # the partner's figures carry its subtree's adjustments, as its report does (U13)
+    partner = rpc.result("licensing", "getMonthlyUsage", {"targetMonth": "11/2026"}, key=key)
+    assert partner["lateAdjustments"] == november["lateAdjustments"]
+    assert rpc.result("licensing", "getMonthlyUsage", {"targetMonth": "11/2026"},
+                      key=fleet.keys[fleet.south.pk])["lateAdjustments"] == {}  # C6: not Southgate's
+
+
+def test_L6_minimum_usage_is_the_months_minimum_as_in_the_report_and_usage_page(rpc, fleet):
+    from usage.month_selectors import usage_month_detail
+
+    license_update(actor=None, company=fleet.acme, reserved_seats=10, minimum_usage=5)
+    usage_company_rollup(company_id=fleet.acme.pk, months=[NOV])  # the hourly refresh of the open month
+    usage = rpc.result("licensing", "getMonthlyUsage", {"companyId": fleet.acme.pk, "targetMonth": "11/2026"},
+                       key=fleet.keys[fleet.north.pk])
+    assert usage["minimumUsage"] == {"endpointMonthlyUsage": 5}
+    assert usage_month_detail(company=fleet.acme, month=NOV)["minimum_usage"] == 5
+    assert _report_row(fleet.admins[fleet.north.pk], fleet.north, NOV, fleet.acme)["Minimum usage"] == "5"
+    # a partner's minimum is its own, never its subtree's (the report's partner row does not sum it)
+    assert rpc.result("licensing", "getMonthlyUsage", {"targetMonth": "11/2026"},
+                      key=fleet.keys[fleet.north.pk])["minimumUsage"] == {"endpointMonthlyUsage": 0}
+
+
+def test_L6_a_month_without_a_usage_row_has_no_minimum_in_the_api_report_and_usage_page(rpc, fleet):
+    """Bolt has a minimum now and no usage row for October, as a company created after October's
+    close has none: nothing bills it a minimum for October, so none of the three shows one (before,
+    the report showed today's licence minimum)."""
+    from usage.month_selectors import usage_month_detail
+
+    license_update(actor=None, company=fleet.bolt, reserved_seats=10, minimum_usage=5)
+    usage = rpc.result("licensing", "getMonthlyUsage", {"companyId": fleet.bolt.pk, "targetMonth": "10/2026"},
+                       key=fleet.keys[fleet.north.pk])
+    assert usage["minimumUsage"] == {"endpointMonthlyUsage": 0}
+    detail = usage_month_detail(company=fleet.bolt, month=OCT)
+    assert detail["minimum_usage"] is None and detail["billed_endpoint_usage"] == 0
+    assert _report_row(fleet.admins[fleet.north.pk], fleet.north, OCT, fleet.bolt)["Minimum usage"] == ""
