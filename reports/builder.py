@@ -145,6 +145,12 @@ class Report:
             return iter(())
         return report_endpoint_rows(scope=self._scope, limit=limit)
 
+    def endpoint_company_ids(self) -> list[int]:
+        """The companies whose endpoint rows the report lists (C2, C3: those the actor may see)."""
+        if self.kind != "endpoint" or not self.can_drill_down:
+            return []
+        return [member.id for member in self._scope.members()]
+
     @property
     def show_company_rows(self) -> bool:
         return not (self.kind == "endpoint" and self.options.only_endpoint_details)

@@ -24,6 +24,7 @@ from django.core.files.base import ContentFile
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce, Now
 from django.http import Http404
 from django.template.loader import render_to_string
@@ -120,6 +121,7 @@ def report_file_generate(*, report, source: str) -> ReportFile:
         owner=actor.company, company=report.company, built_for=actor, kind=report.kind,
         month=report.month, options=report_options_dict(report.options),
         network_detail=bool(report.can_drill_down and report.kind == "endpoint"), source=source,
+        endpoint_company_ids=report.endpoint_company_ids(),
         title=f"{report.title}: {report.company.name}, {report.month_label}",
         csv_name=report_filename(report, "csv"), pdf_name=report_filename(report, "pdf"),
     )
@@ -143,22 +145,22 @@ def report_file_generate(*, report, source: str) -> ReportFile:
 
 def report_history(*, actor: User) -> QuerySet[ReportFile]:
     """The history the actor may see: files of its own company about companies still in its
-    subtree (C6). A file with endpoint rows is checked once more when opened (C2, C3)."""
+    subtree (C6); a file with endpoint rows only while the actor's company may still see the
+    network of its target and of every company whose endpoints it lists (C2, C3): assist turned
+    off, or a company moved away, closes it."""
+    from .selectors import report_files_closed_sql
+
+    closed = RawSQL(*report_files_closed_sql(actor.company))  # noqa: S611 - our SQL, parameters
     return (ReportFile.objects.filter(owner=actor.company, company__lineage__startswith=actor.company.lineage)
-            .select_related("company").order_by("-created_at", "-id"))
+            .exclude(pk__in=closed).select_related("company").order_by("-created_at", "-id"))
 
 
 def access_report_file(actor: User, file_id) -> ReportFile:
-    """One history item, or the same 404 for missing and not-yours (C6)."""
-    from companies.access import network_visible
-
+    """One history item, or the same 404 for missing, not-yours and closed (C2, C3, C6)."""
     try:
-        item = report_history(actor=actor).get(pk=file_id)
+        return report_history(actor=actor).get(pk=file_id)
     except (ReportFile.DoesNotExist, ValueError, TypeError):
         raise Http404("No such report") from None
-    if item.network_detail and not network_visible(actor.company, item.company):
-        raise Http404("No such report")
-    return item
 
 
 def report_file_may_delete(*, actor: User, item: ReportFile) -> bool:

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -38,7 +39,8 @@ class ReportFile(models.Model):
     """Report history: one generated report (CSV and PDF kept on disk), downloadable again.
 
     `owner` is the company of the user it was built for; only that company's users see it, and
-    a file with endpoint rows (`network_detail`) only those who may see the target's network (C2, C3)."""
+    a file with endpoint rows (`network_detail`) only while they may still see the network of the
+    target and of every company whose endpoints it lists (`endpoint_company_ids`; C2, C3, C6)."""
 
     owner = models.ForeignKey("companies.Company", on_delete=models.CASCADE, related_name="report_files_owned")
     company = models.ForeignKey("companies.Company", on_delete=models.CASCADE, related_name="report_files")
@@ -48,6 +50,9 @@ class ReportFile(models.Model):
     month = models.DateField()
     options = models.JSONField(default=dict, blank=True)
     network_detail = models.BooleanField(default=False)
+    # companies whose endpoint rows the file lists; NULL for files made before they were recorded,
+    # which are checked against the target's whole subtree instead
+    endpoint_company_ids = ArrayField(models.BigIntegerField(), null=True, blank=True)
     source = models.CharField(max_length=16, choices=ReportSource.choices)
     title = models.CharField(max_length=300)
     csv_file = models.FileField(upload_to=report_file_path, max_length=300)

@@ -128,6 +128,25 @@ def _visible_sql(viewer: Company) -> tuple[str, list]:
             [viewer.pk, viewer.lineage + "%", viewer.pk])
 
 
+# The viewer's company's files with endpoint rows whose target, or a company whose endpoints they
+# list (the target's whole subtree for files from before that was recorded), is outside the viewer's
+# network view now (C2, C3, C6).
+FILES_CLOSED_SQL = """
+SELECT f.id FROM reports_reportfile f JOIN companies_company t ON t.id = f.company_id
+WHERE f.owner_id = %s AND f.network_detail AND EXISTS (
+    SELECT 1 FROM companies_company c
+    WHERE (c.id = f.company_id OR (CASE WHEN f.endpoint_company_ids IS NULL THEN c.lineage LIKE t.lineage || '%%'
+                                        ELSE c.id = ANY(f.endpoint_company_ids) END))
+      AND NOT (c.lineage LIKE %s AND {visible}))
+"""
+
+
+def report_files_closed_sql(viewer: Company) -> tuple[str, list]:
+    """(SQL, params): ids of the viewer's report files it may no longer open (FILES_CLOSED_SQL)."""
+    visible, params = _visible_sql(viewer)
+    return FILES_CLOSED_SQL.format(visible=visible), [viewer.pk, viewer.lineage + "%", *params]
+
+
 def report_scope(*, actor: User, company: Company, month: dt.date, kind: str, options) -> "ReportScope":
     from companies.access import network_visible
 

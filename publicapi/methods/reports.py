@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from companies.access import network_visible
 from companies.models import CompanyStatus, Role, User
 from reports.builder import ReportOptions, report_access, report_build
 from reports.delivery import (
@@ -220,11 +219,7 @@ def _link(item: ReportFile, fmt: str) -> str:
 
 def _schedule_instances(user: User, schedule: ReportSchedule) -> list[ReportFile]:
     """The reports a schedule generated that the key's company keeps (its history), newest first."""
-    if not network_visible(user.company, schedule.company):
-        # files with endpoint rows close when the network view does (C2, C3), as in access_report_file
-        history = report_history(actor=user).filter(network_detail=False)
-    else:
-        history = report_history(actor=user)
+    history = report_history(actor=user)  # files with endpoint rows close with the network view (C2, C3)
     sent = ReportDelivery.objects.filter(run__schedule=schedule, report_file__isnull=False).values("report_file")
     return list(history.filter(pk__in=sent))
 

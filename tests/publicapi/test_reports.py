@@ -448,3 +448,49 @@ def test_C3_scheduled_report_of_a_company_without_assist_sends_no_endpoint_rows(
     for sent in (text, attachment):
         assert _company_rows(sent)["Bolt Legal"]["Endpoint usage"] == "2"
         assert not [host for host in network.hosts[network.bolt.pk] if host in sent]
+
+
+def test_C3_partner_report_listing_a_customers_endpoints_closes_when_that_customer_turns_assist_off(
+        rpc, network, files):
+    """Northwind's own report lists Acme's endpoint while Acme lets it assist; once Acme turns assist
+    off, that file is gone from Northwind's history and its links answer like missing ones (the
+    file's target, Northwind itself, is still visible: the listed companies decide). A report made
+    afterwards leaves Acme's endpoints out and opens."""
+    key = network.keys[network.north.pk]
+    report_id = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.north.pk]}, key=key)
+    links = rpc.result("reports", "getDownloadLinks", {"reportId": report_id}, key=key)
+    assert network.hosts[network.acme.pk][0] in _download(rpc, key, links["csvUrl"]).decode()
+    assert ReportFile.objects.get(pk=report_id).endpoint_company_ids == [network.acme.pk]  # Bolt: no assist
+
+    company_set_assist(actor=network.admins[network.acme.pk], company=network.acme, on=False)
+    missing = rpc.call("reports", "getDownloadLinks", {"reportId": 10**9}, key=key)
+    assert rpc.call("reports", "getDownloadLinks", {"reportId": report_id}, key=key) == missing
+    for url in (links["csvUrl"], links["pdfUrl"]):
+        assert rpc.client.get(_path(url), **_basic(key)).status_code == 404
+    listed = rpc.result("reports", "getReportsList", {}, key=key)
+    assert str(report_id) not in [item["id"] for item in listed["items"]]
+
+    again = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.north.pk]}, key=key)
+    text = _download(rpc, key, rpc.result("reports", "getDownloadLinks", {"reportId": again}, key=key)["csvUrl"])
+    assert not [host for host in network.hosts[network.acme.pk] if host in text.decode()]
+    assert str(again) in [item["id"] for item in rpc.result("reports", "getReportsList", {}, key=key)["items"]]
+    # the history page and its download links, the same way
+    from django.urls import reverse
+
+    rpc.client.force_login(network.admins[network.north.pk])
+    page = rpc.client.get(reverse("reports:history")).content.decode()
+    assert reverse("reports:history-download", args=[again, "csv"]) in page
+    assert reverse("reports:history-download", args=[report_id, "csv"]) not in page
+    assert rpc.client.get(reverse("reports:history-download", args=[report_id, "csv"])).status_code == 404
+
+
+def test_C3_a_file_from_before_its_companies_were_recorded_closes_if_any_company_below_is_hidden(rpc, network, files):
+    """Files made before the listed companies were recorded have none: they are checked against the
+    target's whole subtree, so Northwind's old report closes while Bolt (no assist) is below it."""
+    key = network.keys[network.north.pk]
+    old = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.north.pk]}, key=key)
+    acme = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.acme.pk]}, key=key)
+    ReportFile.objects.filter(pk__in=[old, acme]).update(endpoint_company_ids=None)
+    missing = rpc.call("reports", "getDownloadLinks", {"reportId": 10**9}, key=key)
+    assert rpc.call("reports", "getDownloadLinks", {"reportId": old}, key=key) == missing
+    assert rpc.result("reports", "getDownloadLinks", {"reportId": acme}, key=key)["csvUrl"]  # nothing hidden below
