@@ -373,10 +373,13 @@ def report_run_deliver(*, run_id: int, final_attempt: bool = False) -> DeliverOu
         status=RunStatus.RUNNING, started_at=Coalesce("started_at", Now()), next_retry_at=None,
         attempts=F("attempts") + 1)
 
-    # files already generated for this run (a retry reuses them)
-    files: dict[int, ReportFile] = {}
+    # files already generated for this run: a retry reuses them while their recipients may still open
+    # them (C3: a customer's assist turned off since closes a file listing its endpoints)
+    built: dict[int, ReportDelivery] = {}
     for done in run.deliveries.filter(report_file__isnull=False).select_related("recipient", "report_file"):
-        files.setdefault(_build_key(done.recipient), done.report_file)
+        built.setdefault(_build_key(done.recipient), done)
+    files: dict[int, ReportFile] = {key: done.report_file for key, done in built.items()
+                                    if report_history(actor=done.recipient).filter(pk=done.report_file_id).exists()}
 
     source = ReportSource.SCHEDULE if run.schedule_id else ReportSource.EMAIL
     sender = run.requested_by.full_name if run.requested_by_id else run.owner.name

@@ -402,3 +402,26 @@ def test_H2_email_of_a_company_without_a_logo_carries_the_platforms_else_the_def
     platforms = sent_logo()  # neither the customer nor its partner has a logo: the platform's
     assert platforms.get_content_type() == "image/png"
     assert platforms.get_content() == buffer.getvalue()
+
+
+def test_R5_C3_a_retry_does_not_resend_endpoint_rows_the_customer_has_closed_since(platform, smtp, media):
+    """P's report on itself lists A's endpoints. The first attempt reaches the administrator, not
+    the reporter; A turns assist off; the retry builds the reporter a new file without A's
+    endpoints instead of resending the first one."""
+    from companies.services import company_set_assist
+
+    tree = build(platform)
+    smtp.reject.add("reporter@p.test")
+    run = report_send_now(actor=tree.p_admin, company_id=tree.p.pk, month="2026-11",
+                          recipient_ids=[tree.p_admin.pk, tree.p_reporter.pk])
+    report_run_deliver(run_id=run.pk)
+    first = ReportFile.objects.get()
+    csv_name = "monthly-license-usage-partner-p-2026-11.csv"
+    assert _attachments(smtp.to("admin@p.test")[0])[csv_name].get_content().count("host-") == 3
+
+    company_set_assist(actor=tree.a_admin, company=tree.a, on=False)
+    smtp.reject.clear()
+    report_run_deliver(run_id=run.pk)
+    resent = _attachments(smtp.to("reporter@p.test")[0])[csv_name].get_content()
+    assert "Customer A" in resent and "host-" not in resent
+    assert ReportDelivery.objects.get(run=run, email="reporter@p.test").report_file_id != first.pk
