@@ -151,8 +151,12 @@ def report_history(*, actor: User) -> QuerySet[ReportFile]:
     from .selectors import report_files_closed_sql
 
     closed = RawSQL(*report_files_closed_sql(actor.company))  # noqa: S611 - our SQL, parameters
-    return (ReportFile.objects.filter(owner=actor.company, company__lineage__startswith=actor.company.lineage)
-            .exclude(pk__in=closed).select_related("company").order_by("-created_at", "-id"))
+    return _history_kept(actor).exclude(pk__in=closed).select_related("company").order_by("-created_at", "-id")
+
+
+def _history_kept(actor: User) -> QuerySet[ReportFile]:
+    """Files of the actor's company about companies still in its subtree (C6), closed or not."""
+    return ReportFile.objects.filter(owner=actor.company, company__lineage__startswith=actor.company.lineage)
 
 
 def access_report_file(actor: User, file_id) -> ReportFile:
@@ -178,8 +182,11 @@ def report_file_delete(*, actor: User, file_id) -> None:
     the files leave the disk once the deletion is committed."""
     from companies.audit import audit_record, snapshot
 
-    item = access_report_file(actor, file_id)
-    item = ReportFile.objects.select_for_update().select_related("company").get(pk=item.pk)
+    # a closed file (C3: its endpoint rows are hidden from the actor now) may still be deleted
+    try:
+        item = _history_kept(actor).select_for_update().select_related("company").get(pk=file_id)
+    except (ReportFile.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such report") from None
     if not report_file_may_delete(actor=actor, item=item):
         raise PermissionDenied("Only administrators delete reports built for someone else.")
     before = snapshot(item, fields=["company", "kind", "month", "source", "title", "csv_name", "pdf_name"])
@@ -376,7 +383,8 @@ def report_run_deliver(*, run_id: int, final_attempt: bool = False) -> DeliverOu
     # files already generated for this run: a retry reuses them while their recipients may still open
     # them (C3: a customer's assist turned off since closes a file listing its endpoints)
     built: dict[int, ReportDelivery] = {}
-    for done in run.deliveries.filter(report_file__isnull=False).select_related("recipient", "report_file"):
+    for done in (run.deliveries.filter(report_file__isnull=False).select_related("recipient", "report_file")
+                 .order_by("-report_file_id")):  # the newest file of each recipient company
         built.setdefault(_build_key(done.recipient), done)
     files: dict[int, ReportFile] = {key: done.report_file for key, done in built.items()
                                     if report_history(actor=done.recipient).filter(pk=done.report_file_id).exists()}

@@ -50,8 +50,8 @@ class ReportFile(models.Model):
     month = models.DateField()
     options = models.JSONField(default=dict, blank=True)
     network_detail = models.BooleanField(default=False)
-    # companies whose endpoint rows the file lists; NULL for files made before they were recorded,
-    # which are checked against the target's whole subtree instead
+    # companies whose endpoint rows the file lists (for files made before they were recorded, every
+    # company then in the target's subtree with a row for the month: migration 0005)
     endpoint_company_ids = ArrayField(models.BigIntegerField(), null=True, blank=True)
     source = models.CharField(max_length=16, choices=ReportSource.choices)
     title = models.CharField(max_length=300)

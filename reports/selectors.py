@@ -129,14 +129,12 @@ def _visible_sql(viewer: Company) -> tuple[str, list]:
 
 
 # The viewer's company's files with endpoint rows whose target, or a company whose endpoints they
-# list (the target's whole subtree for files from before that was recorded), is outside the viewer's
-# network view now (C2, C3, C6).
+# list, is outside the viewer's network view now (C2, C3, C6). Primary-key lookups only.
 FILES_CLOSED_SQL = """
-SELECT f.id FROM reports_reportfile f JOIN companies_company t ON t.id = f.company_id
+SELECT f.id FROM reports_reportfile f
 WHERE f.owner_id = %s AND f.network_detail AND EXISTS (
     SELECT 1 FROM companies_company c
-    WHERE (c.id = f.company_id OR (CASE WHEN f.endpoint_company_ids IS NULL THEN c.lineage LIKE t.lineage || '%%'
-                                        ELSE c.id = ANY(f.endpoint_company_ids) END))
+    WHERE c.id = ANY(array_append(COALESCE(f.endpoint_company_ids, '{{}}'), f.company_id))
       AND NOT (c.lineage LIKE %s AND {visible}))
 """
 

@@ -17,9 +17,9 @@ from django.utils import timezone
 from companies.models import Company, CompanyType
 from licensing.models import SeatAssignment, SeatState
 
-from .models import CompanyMonthUsage, MonthClose
+from .models import CompanyMonthUsage
 from .rollups import GATED, month_start
-from .selectors import NOT_ENABLED, month_closed_at, usage_totals
+from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, usage_totals
 
 # R3 headers where the report has one; the others in the same words
 FIGURE_LABELS = {
@@ -73,18 +73,16 @@ def usage_month_parse(value: str, *, field: str = "month", today: dt.date | None
 
 def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY_MONTHS) -> list[dict]:
     """Months with usage for the company (its subtree when `subtree`), newest first; the current month
-    is always listed. Two queries."""
+    is always listed. Three queries at most."""
     rows = CompanyMonthUsage.objects.all()
     rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
     months = set(rows.order_by().values_list("month", flat=True).distinct())
     months.add(month_start(timezone.now()))
     newest = sorted(months, reverse=True)[:limit]
-    closed = set(MonthClose.objects.filter(month__in=newest).values_list("month", flat=True))
     current = month_start(timezone.now())
-    for month in newest:  # closed for this company's rows though not yet everywhere (U12): rare, a few queries
-        if month not in closed and month < current and month_closed_at(company_ids=[company.pk], month=month)[
-                company.pk] is not None:
-            closed.add(month)
+    # U12: final once the company's subtree is, even before the whole installation's close
+    closed = months_closed_at(pairs=[(company.pk, month) for month in newest if month < current])
+    closed = {month for (_, month), at in closed.items() if at is not None}
     return [{"month": m, "finalized": m in closed} for m in newest]
 
 

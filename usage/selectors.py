@@ -8,7 +8,7 @@ from django.db.models import Q, Sum
 from companies.models import Company
 
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose
-from .rollups import GATED, month_bounds, month_previous
+from .rollups import GATED, month_previous
 
 NOT_ENABLED = "Not enabled"
 
@@ -52,28 +52,41 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
 
 
 
-# Per company: when every company of its subtree that existed before the month ended had its row for
-# the month finalized (the latest of those times), or NULL while any row is missing or still open.
+# Per (company, month): when every company of the company's subtree that existed before the month
+# ended had its row for the month finalized (the latest of those times), or NULL while any row is
+# missing or still open.
 SUBTREE_CLOSED_SQL = """
-SELECT c.id, CASE WHEN count(*) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
-FROM public.companies_company c
-JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%' AND d.created_at < %(end)s
-LEFT JOIN public.usage_companymonthusage u ON u.company_id = d.id AND u.month = %(month)s
-WHERE c.id = ANY(%(ids)s)
-GROUP BY c.id
+SELECT p.company_id, p.month,
+       CASE WHEN count(*) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
+FROM unnest(%(ids)s::bigint[], %(months)s::date[]) AS p(company_id, month)
+JOIN public.companies_company c ON c.id = p.company_id
+JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%'
+     AND d.created_at < ((p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
+LEFT JOIN public.usage_companymonthusage u ON u.company_id = d.id AND u.month = p.month
+GROUP BY p.company_id, p.month
 """
 
 
+def months_closed_at(*, pairs: list[tuple[int, dt.date]]) -> dict[tuple[int, dt.date], dt.datetime | None]:
+    """U12: for each (company, month), when the month was frozen for the company's reports (the
+    company and its subtree), or None while it is not. The month close finalizes company by company
+    and writes MonthClose once all are done; a report waits only for its own subtree, so a company
+    whose last rollup keeps failing holds back its own partners' report emails and PSA pushes, not
+    every partner's. Two queries at most, whatever the number of pairs."""
+    closed = dict(MonthClose.objects.filter(month__in={month for _, month in pairs})
+                  .values_list("month", "finalized_at"))
+    result = {pair: closed.get(pair[1]) for pair in pairs}
+    open_pairs = [pair for pair, at in result.items() if at is None]
+    if open_pairs:
+        with connection.cursor() as cursor:
+            cursor.execute(SUBTREE_CLOSED_SQL, {"ids": [company_id for company_id, _ in open_pairs],
+                                                "months": [month for _, month in open_pairs]})
+            for company_id, month, at in cursor.fetchall():
+                result[(company_id, month)] = at
+    return result
+
+
 def month_closed_at(*, company_ids: list[int], month: dt.date) -> dict[int, dt.datetime | None]:
-    """U12: when `month` was frozen for each company's report (the company and its subtree), or None
-    while it is not. The month close finalizes company by company and writes MonthClose once all
-    are done; a report waits only for its own subtree, so one company whose last rollup keeps
-    failing holds back its own partner's report emails and PSA push, not every partner's. Two
-    queries at most, whatever the number of companies."""
-    closed = MonthClose.objects.filter(month=month).values_list("finalized_at", flat=True).first()
-    if closed is not None or not company_ids:
-        return dict.fromkeys(company_ids, closed)
-    with connection.cursor() as cursor:
-        cursor.execute(SUBTREE_CLOSED_SQL, {"ids": list(company_ids), "month": month, "end": month_bounds(month)[1]})
-        found = dict(cursor.fetchall())
-    return {company_id: found.get(company_id) for company_id in company_ids}
+    """months_closed_at for one month."""
+    closed = months_closed_at(pairs=[(company_id, month) for company_id in company_ids])
+    return {company_id: closed[(company_id, month)] for company_id in company_ids}

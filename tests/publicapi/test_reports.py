@@ -482,15 +482,34 @@ def test_C3_partner_report_listing_a_customers_endpoints_closes_when_that_custom
     assert reverse("reports:history-download", args=[again, "csv"]) in page
     assert reverse("reports:history-download", args=[report_id, "csv"]) not in page
     assert rpc.client.get(reverse("reports:history-download", args=[report_id, "csv"])).status_code == 404
+    # what may no longer be opened may still be deleted (its files leave the disk)
+    assert rpc.result("reports", "deleteReport", {"reportId": report_id}, key=key) is True
+    assert not ReportFile.objects.filter(pk=report_id).exists()
 
 
-def test_C3_a_file_from_before_its_companies_were_recorded_closes_if_any_company_below_is_hidden(rpc, network, files):
-    """Files made before the listed companies were recorded have none: they are checked against the
-    target's whole subtree, so Northwind's old report closes while Bolt (no assist) is below it."""
+def test_C3_C6_files_from_before_their_companies_were_recorded_get_every_company_below_their_target(
+        rpc, network, files):
+    """Migration 0005 gives the files made before 0004 every company then in their target's subtree
+    with a usage row for their month: Northwind's old report closes while Bolt (no assist) is below
+    it, Acme's stays open, and a company that moves away later closes a file that lists it (C6)."""
+    import importlib
+
+    from django.db import connection
+
+    from companies.services import company_move
+
+    fill = importlib.import_module("reports.migrations.0005_report_file_endpoint_companies_fill").FILL
     key = network.keys[network.north.pk]
     old = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.north.pk]}, key=key)
     acme = rpc.result("reports", "createReport", {**PARAMS, "targetIds": [network.acme.pk]}, key=key)
     ReportFile.objects.filter(pk__in=[old, acme]).update(endpoint_company_ids=None)
+    with connection.cursor() as cursor:
+        cursor.execute(fill)
+    assert ReportFile.objects.get(pk=old).endpoint_company_ids == sorted([network.acme.pk, network.bolt.pk])
     missing = rpc.call("reports", "getDownloadLinks", {"reportId": 10**9}, key=key)
     assert rpc.call("reports", "getDownloadLinks", {"reportId": old}, key=key) == missing
-    assert rpc.result("reports", "getDownloadLinks", {"reportId": acme}, key=key)["csvUrl"]  # nothing hidden below
+    assert rpc.result("reports", "getDownloadLinks", {"reportId": acme}, key=key)["csvUrl"]
+    entitlements_set(actor=None, company=network.south, purpose="resell", keys={"endpoint_security", "a_la_carte"})
+    company_move(actor=None, company=network.acme, new_parent=network.south)
+    assert rpc.call("reports", "getDownloadLinks", {"reportId": acme}, key=key) == missing
+
