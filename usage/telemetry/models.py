@@ -72,11 +72,11 @@ class Heartbeat(models.Model):
         return str(self.id)
 
 
-class EndpointDay(models.Model):
-    """What one endpoint ran on one UTC day: the lasting record."""
+class Activity(models.Model):
+    """What an endpoint ran over a period: the columns endpoint-day and endpoint-month share. Every
+    one merges associatively (bit_or, sums, least/greatest, the latest shape: usage/rollups.py)."""
 
     endpoint_id = models.UUIDField()
-    day = models.DateField()
     modules = models.IntegerField()
     xdr_sensors = models.SmallIntegerField()
     used_central_scan = models.BooleanField()
@@ -90,6 +90,15 @@ class EndpointDay(models.Model):
     last_seen_at = models.DateTimeField()
 
     class Meta:
+        abstract = True
+
+
+class EndpointDay(Activity):
+    """What one endpoint ran on one UTC day: the lasting record."""
+
+    day = models.DateField()
+
+    class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint_id", "day"], name="endpoint_day_unique")]
         indexes = [models.Index(fields=["day"], name="endpoint_day_day")]
 
@@ -97,22 +106,10 @@ class EndpointDay(models.Model):
         return f"{self.endpoint_id} {self.day}"
 
 
-class EndpointMonth(models.Model):
-    """An endpoint's month, recomputed from its days: modules at any time in the month (U rules)."""
+class EndpointMonth(Activity):
+    """An endpoint's month, merged from its days' heartbeats: modules at any time in the month (U rules)."""
 
-    endpoint_id = models.UUIDField()
     month = models.DateField()  # first day of the month
-    modules = models.IntegerField()
-    xdr_sensors = models.SmallIntegerField()
-    used_central_scan = models.BooleanField()
-    uptime_seconds = models.BigIntegerField()
-    os_family = models.CharField(max_length=16)
-    os_type = models.CharField(max_length=16)
-    machine_type = models.CharField(max_length=16)
-    container_host = models.BooleanField()
-    heartbeats = models.IntegerField()
-    first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["endpoint_id", "month"], name="endpoint_month_unique")]
