@@ -112,10 +112,7 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
                                       state=SeatState.EXPIRED, first_seen_at=now, expired_at=now)
         return SeatInfo(SeatState.EXPIRED, None)
     pool = pool_of(company)
-    took = SeatPool.objects.filter(pk=pool.pk).filter(
-        Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))
-    ).update(used=F("used") + 1)
-    if took:
+    if _seat_take(pool):
         SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool,
                                       state=SeatState.LICENSED, first_seen_at=now, licensed_at=now)
         return SeatInfo(SeatState.LICENSED, None)
@@ -137,12 +134,16 @@ def _keep_previous_spell() -> dict:
     }
 
 
+def _seat_take(pool: SeatPool) -> bool:
+    """L4: one seat of `pool` taken if one is free, in one conditional UPDATE (concurrent
+    registrations cannot oversell it)."""
+    return bool(SeatPool.objects.filter(pk=pool.pk).filter(
+        Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))).update(used=F("used") + 1))
+
+
 def _seat_retake(*, company: Company, assignment: SeatAssignment, now: dt.datetime) -> SeatInfo:
     pool = pool_of(company)
-    took = SeatPool.objects.filter(pk=pool.pk).filter(
-        Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))
-    ).update(used=F("used") + 1)
-    if not took:
+    if not _seat_take(pool):
         return SeatInfo(SeatState.EXPIRED, None)
     moved = SeatAssignment.objects.filter(pk=assignment.pk, state=SeatState.EXPIRED).update(
         **_keep_previous_spell(),
