@@ -83,8 +83,7 @@ def _children_beyond(*, company: Company, end_date: dt.date | None,
                      auto_renew: bool) -> tuple[dt.date | None, list[tuple[str, dt.date]]]:
     """S2 seen from the parent: the end date the companies below `company` would inherit through
     it once it has `end_date` and `auto_renew` (None when that date renews or there is none),
-    and those of them whose own end date is later. Only the nearest dated companies count: deeper
-    ones are held to those, and were checked against them when their dates were set."""
+    and those of them whose own end date is later."""
     if end_date is not None:
         binding, renews = end_date, auto_renew
     elif company.parent_id is not None:
@@ -93,12 +92,20 @@ def _children_beyond(*, company: Company, end_date: dt.date | None,
         return None, []
     if binding is None or renews:
         return None, []
-    dated = list(License.objects.filter(company__lineage__startswith=company.lineage, end_date__isnull=False)
-                 .exclude(company=company).order_by("company__lineage")
-                 .values_list("company__lineage", "company__name", "end_date"))
+    return binding, _dated_beyond(company=company, binding=binding, include_self=False)
+
+
+def _dated_beyond(*, company: Company, binding: dt.date, include_self: bool) -> list[tuple[str, dt.date]]:
+    """(name, end date) of the nearest companies with an end date in `company`'s subtree (itself
+    too when `include_self`) whose date is later than `binding`. Only the nearest dated companies
+    count: deeper ones are held to those, and were checked against them when their dates were set."""
+    dated = License.objects.filter(company__lineage__startswith=company.lineage, end_date__isnull=False)
+    if not include_self:
+        dated = dated.exclude(company=company)
+    dated = list(dated.order_by("company__lineage").values_list("company__lineage", "company__name", "end_date"))
     lineages = [lineage for lineage, _name, _end in dated]
-    return binding, [(name, end) for lineage, name, end in dated
-                     if end > binding and not any(o != lineage and lineage.startswith(o) for o in lineages)]
+    return [(name, end) for lineage, name, end in dated
+            if end > binding and not any(o != lineage and lineage.startswith(o) for o in lineages)]
 
 
 def subscription_move_check(company: Company, new_parent: Company) -> str | None:
@@ -107,12 +114,7 @@ def subscription_move_check(company: Company, new_parent: Company) -> str | None
     binding, owner, renews = _binding_end_date(new_parent)
     if binding is None or renews:
         return None
-    dated = list(License.objects.filter(company__lineage__startswith=company.lineage, end_date__isnull=False)
-                 .order_by("company__lineage").values_list("company__lineage", "company__name", "end_date"))
-    lineages = [lineage for lineage, _name, _end in dated]
-    # only the nearest dated companies count: deeper ones are held to those (S2)
-    beyond = [(name, end) for lineage, name, end in dated
-              if end > binding and not any(o != lineage and lineage.startswith(o) for o in lineages)]
+    beyond = _dated_beyond(company=company, binding=binding, include_self=True)
     if not beyond:
         return None
     listed = ", ".join(f"{name} ({end.isoformat()})" for name, end in beyond[:5])
