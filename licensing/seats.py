@@ -135,7 +135,7 @@ def _keep_previous_spell() -> dict:
 
 
 def _seat_take(pool: SeatPool) -> bool:
-    """L4: one seat of `pool` taken if one is free, in one conditional UPDATE (concurrent
+    """L5: one seat of `pool` taken if one is free, in one conditional UPDATE (concurrent
     registrations cannot oversell it)."""
     return bool(SeatPool.objects.filter(pk=pool.pk).filter(
         Q(capacity__isnull=True) | Q(capacity__gt=F("used") + F("carved"))).update(used=F("used") + 1))

@@ -512,4 +512,9 @@ def test_C3_C6_files_from_before_their_companies_were_recorded_get_every_company
     entitlements_set(actor=None, company=network.south, purpose="resell", keys={"endpoint_security", "a_la_carte"})
     company_move(actor=None, company=network.acme, new_parent=network.south)
     assert rpc.call("reports", "getDownloadLinks", {"reportId": acme}, key=key) == missing
+    # a company moved away before the migration ran is listed too, from the move's audit record
+    ReportFile.objects.filter(pk=old).update(endpoint_company_ids=None)
+    with connection.cursor() as cursor:
+        cursor.execute(fill)
+    assert network.acme.pk in ReportFile.objects.get(pk=old).endpoint_company_ids
 
