@@ -213,6 +213,35 @@ def _write_floor(companies: list[Company]) -> float:
             cursor.execute("DROP TABLE bench_days")
 
 
+PHASES = [("_merge", "merge: heartbeats -> endpoint-day and -month, watermarks moved"),
+          ("_figures_compute", "figures: one aggregate over the endpoint-month rows"),
+          ("_store", "storing the company-month rows"),
+          ("_watermarks", "reading the watermarks under the ingest locks"),
+          ("_Terms", "licences, end dates, retention tiers")]
+
+
+@contextmanager
+def _phases(monkeypatch):
+    """Seconds spent in each step of usage.rollups while the block runs (wall time, SQL included)."""
+    from usage import rollups
+
+    spent = dict.fromkeys([name for name, _ in PHASES], 0.0)
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - started
+        return wrapper
+
+    with monkeypatch.context() as patch:
+        for name, _ in PHASES:
+            patch.setattr(rollups, name, timed(name, getattr(rollups, name)))
+        yield spent
+
+
 def _check(companies: list[Company], month: dt.date, expected: dict[int, tuple]) -> None:
     figures = {row.company_id: row for row in CompanyMonthUsage.objects.filter(company__in=companies, month=month)}
     for company in companies:
@@ -225,7 +254,7 @@ def _check(companies: list[Company], month: dt.date, expected: dict[int, tuple])
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
+def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape, monkeypatch):
     remove_earlier_runs(NAME)
     rng = random.Random(5)  # noqa: S311 - test data
     now = timezone.now()
@@ -256,7 +285,7 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
             _rollup_all(companies, month)
         _forget_rollups(companies)
         base_warm, _ = _baseline(companies)
-        with stopwatch.measure("rollup warm"):
+        with _phases(monkeypatch) as spent, stopwatch.measure("rollup warm"):
             _rollup_all(companies, month)
         _check(companies, month, expected)
         # the same work as the product runs it: the fan-out's batches taken by the worker's pool
@@ -299,6 +328,10 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape):
                                             "one INSERT of the same rows, same indexes, no counting)"),
         ("rollup throughput", f"{rows / warm:,.0f} heartbeats/s, {COMPANIES / warm:.0f} companies/s (warm)"),
         ("rerun with nothing pending", f"{stopwatch.figures['rerun']:.2f} s"),
+    ])
+    stopwatch.report(f"Where the warm rollup's time goes, {shape} heartbeats", [
+        *[(label, f"{spent[name]:.2f} s  ({spent[name] / warm:.0%})") for name, label in PHASES],
+        ("the rest (locks, company reads, commits)", f"{warm - sum(spent.values()):.2f} s"),
     ])
     if shape != "spread":  # a few rows per schema: page overhead, not rows, would make the figures
         return
