@@ -127,10 +127,9 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
     if not subtree:
         # L6: billing for the month is max(minimum, actual usage)
         billed = max(minimum or 0, figures["endpoint_usage"])
-    # U12: a company's month is final once its own row is (its subtree's rows, for a partner's sum)
-    finalized_at = (month_closed_at(company_ids=[company.pk], month=month)[company.pk] if subtree
-                    else (own.finalized_at if own else None)
-                    or month_closed_at(company_ids=[company.pk], month=month)[company.pk])
+    # U12: a company's month is final once its own row is; a partner's sum, once its subtree's rows are
+    own_final = own.finalized_at if own and not subtree else None
+    finalized_at = own_final or month_closed_at(company_ids=[company.pk], month=month)[company.pk]
     current = month_start(timezone.now())
     return {
         "company": company,

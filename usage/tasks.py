@@ -38,16 +38,6 @@ class RollupFailed(Exception):
     pass
 
 
-@shared_task(name="usage.rollup_company", bind=True, acks_late=True, reject_on_worker_lost=True,
-             autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
-def rollup_company(self, company_id: int, months: list[str] | None = None) -> list[str]:
-    from usage.rollups import usage_company_rollup
-
-    done = usage_company_rollup(company_id=company_id,
-                                months=[dt.date.fromisoformat(m) for m in months or []])
-    return [m.isoformat() for m in done]
-
-
 @shared_task(name="usage.refresh_open_month", acks_late=True)
 def refresh_open_month() -> int:
     """Beat, hourly: seats and entitlements change figures without new heartbeats."""

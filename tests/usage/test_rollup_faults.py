@@ -101,7 +101,7 @@ def _wait_for(predicate, seconds=60):
 
 @pytest.mark.django_db(transaction=True)
 def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platform, celery_worker_process):
-    from usage.tasks import rollup_company
+    from usage.tasks import rollup_companies
 
     rows = _history(seed=11)
     reference = _fleet(platform, rows)
@@ -140,7 +140,7 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
     queue = f"fault-{uuid.uuid4().hex[:8]}"
     first = _start_worker(queue)
     try:
-        rollup_company.apply_async(args=[victim.pk, [NOV.isoformat()]], queue=queue)
+        rollup_companies.apply_async(args=[[victim.pk], [NOV.isoformat()]], queue=queue)
 
         def blocked_on_the_row():
             # its own autocommit connection: inside the holder's transaction pg_stat_activity
@@ -165,7 +165,7 @@ def test_U12_worker_killed_mid_rollup_another_finishes_with_clean_figures(platfo
     assert PendingRollup.objects.filter(company=victim).exists()
 
     # another worker (the suite's) finishes the work
-    rollup_company.delay(victim.pk, [NOV.isoformat()]).get(timeout=60)
+    rollup_companies.delay([victim.pk], [NOV.isoformat()]).get(timeout=60)
     assert _figures(victim) == _figures(reference)
     assert heartbeats_pending(company=victim) == 0
 
