@@ -27,7 +27,7 @@ from licensing.models import SeatState
 from licensing.seats import SeatInfo, seat_assign, seat_state
 
 from .locks import ingest_lock_key
-from .models import AgentCredential, InstallToken
+from .models import LATE_WINDOW, AgentCredential, InstallToken
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
 from .telemetry.models import MachineType, OsFamily, OsType
 
@@ -36,8 +36,9 @@ MAX_MAILBOXES_PER_REQUEST = 10000
 MAX_UPTIME_SECONDS = 86400
 # an agent's clock may run a little ahead; more than this is a wrong clock, not a late delivery
 MAX_CLOCK_AHEAD = dt.timedelta(minutes=5)
-# older data cannot change any report that is still open (the late window is 35 days)
-MAX_AGE = dt.timedelta(days=400)
+# the late window (ARCHITECTURE: raw heartbeats are kept for the open month plus 35 days): older
+# data is refused, because the raw rows that would recognise it as a resend (T4) are purged by then
+MAX_AGE = LATE_WINDOW
 
 OS_FAMILIES = frozenset(OsFamily.values)
 OS_TYPES = frozenset(OsType.values)
@@ -139,7 +140,7 @@ def _text(payload: dict, name: str, max_length: int, errors: dict[str, str]) -> 
 
 def _choice(payload: dict, name: str, allowed, errors: dict[str, str]) -> str:
     value = payload.get(name)
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         errors[name] = f"must be one of {', '.join(sorted(allowed))}, not {_describe(value)}."
     return value
 
@@ -170,8 +171,13 @@ RETURNING id, (xmax = 0) AS inserted
 """
 
 
+def _token_usable(token: Any) -> bool:
+    """A token worth looking up: a string of sane length with nothing PostgreSQL cannot hold."""
+    return isinstance(token, str) and 0 < len(token) <= 200 and "\x00" not in token
+
+
 def install_token_company(*, install_token: str) -> Company | None:
-    if not install_token or len(install_token) > 200:
+    if not _token_usable(install_token):
         return None
     token = (InstallToken.objects.select_related("company")
              .filter(token=install_token, revoked_at__isnull=True).first())
@@ -194,6 +200,7 @@ def agent_register(*, install_token: str, hardware_id: str, hostname: str, os_fa
                              "package from the console.")
     registration_validate({"hardware_id": hardware_id, "hostname": hostname, "os_family": os_family,
                            "os_type": os_type, "machine_type": machine_type})
+    hardware_id = hardware_id.strip()  # T7: " ABC" and "ABC" are one machine, never two endpoints
     with tenant_context(company), connection.cursor() as cursor:
         cursor.execute(ENDPOINT_UPSERT, [uuid.uuid4(), hardware_id, hostname, os_family, os_type, machine_type,
                                          now])
@@ -210,7 +217,7 @@ def agent_register(*, install_token: str, hardware_id: str, hostname: str, os_fa
 
 def agent_authenticate(*, token: str) -> tuple[Company, uuid.UUID] | None:
     """The company and endpoint an agent token stands for; None when unknown or revoked."""
-    if not token or len(token) > 200:
+    if not _token_usable(token):
         return None
     credential = (AgentCredential.objects.select_related("company")
                   .filter(token_hash=_hash(token), revoked_at__isnull=True).first())
@@ -248,7 +255,8 @@ def _observed_at(value: Any, earliest: dt.datetime, latest: dt.datetime) -> tupl
     if when > latest:
         return None, "observed_at: more than 5 minutes in the future; check the endpoint's clock."
     if when < earliest:
-        return None, "observed_at: older than 400 days."
+        return None, (f"observed_at: older than the {LATE_WINDOW.days}-day late window; data this old can no "
+                      "longer change any report.")
     return when.astimezone(dt.UTC), ""
 
 
@@ -283,11 +291,11 @@ def _heartbeat_row(item: Any, endpoint_id: str, earliest: dt.datetime,
     if error:
         errors.append(error)
     os_family, os_type, machine_type = item.get("os_family"), item.get("os_type"), item.get("machine_type")
-    if os_family not in OS_FAMILIES:
+    if not isinstance(os_family, str) or os_family not in OS_FAMILIES:
         errors.append(f"os_family: must be windows, linux or macos, not {_describe(os_family)}.")
-    if os_type not in OS_TYPES:
+    if not isinstance(os_type, str) or os_type not in OS_TYPES:
         errors.append(f"os_type: must be workstation or server, not {_describe(os_type)}.")
-    if machine_type not in MACHINE_TYPES:
+    if not isinstance(machine_type, str) or machine_type not in MACHINE_TYPES:
         errors.append(f"machine_type: must be physical or virtual, not {_describe(machine_type)}.")
     container_host = item.get("container_host")
     if container_host is not True and container_host is not False:
@@ -417,7 +425,8 @@ def _mailbox_rows(mailboxes: Any, errors: dict[str, str]) -> dict[str, list]:
             errors[at] = "must be a JSON object."
             continue
         box_id, primary = box.get("id"), box.get("primary")
-        object_class = box.get("object_class") or ""
+        object_class = box.get("object_class")
+        object_class = "" if object_class is None else object_class
         sent, received = box.get("emails_sent", 0), box.get("emails_received", 0)
         box_errors: dict[str, str] = {}
         if not isinstance(box_id, str) or not box_id.strip() or len(box_id) > 200:
@@ -427,7 +436,8 @@ def _mailbox_rows(mailboxes: Any, errors: dict[str, str]) -> dict[str, list]:
         if primary is not True and primary is not False:
             box_errors[f"{at}.primary"] = f"must be true or false, not {_describe(primary)}."
         if not isinstance(object_class, str) or len(object_class) > 64:
-            box_errors[f"{at}.object_class"] = "must be a string of at most 64 characters (may be empty)."
+            box_errors[f"{at}.object_class"] = ("must be a string of at most 64 characters (may be empty or null), "
+                                                f"not {_describe(object_class)}.")
         elif problem := _unstorable(object_class):
             box_errors[f"{at}.object_class"] = problem
         for name, value in (("emails_sent", sent), ("emails_received", received)):

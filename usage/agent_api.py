@@ -15,7 +15,9 @@ Error bodies, stable for agents whatever the rest of the API does:
 import json
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, ValidationError
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -147,7 +149,7 @@ class AgentRegisteredSerializer(serializers.Serializer):
 class AgentHeartbeatSerializer(serializers.Serializer):
     id = serializers.UUIDField(help_text="Unique per heartbeat; resending it is safe (T4).")
     observed_at = serializers.DateTimeField(help_text="ISO 8601 with a time zone; at most 5 minutes ahead, "
-                                                      "at most 400 days old.")
+                                                      "at most 35 days old (the late window).")
     os_family = serializers.ChoiceField(choices=OsFamily.choices)
     os_type = serializers.ChoiceField(choices=OsType.choices)
     machine_type = serializers.ChoiceField(choices=MachineType.choices)
@@ -205,7 +207,7 @@ class AgentDetailSerializer(serializers.Serializer):
 BAD_INPUT = OpenApiResponse(AgentErrorsSerializer, description="Malformed JSON or a wrong field; the key "
                                                                "names it (X2).")
 UNAUTHORIZED = OpenApiResponse(AgentDetailSerializer, description="Missing, unknown or revoked token.")
-TOO_LARGE = OpenApiResponse(AgentDetailSerializer, description="Too many items, or a body over 2.5 MB.")
+TOO_LARGE = OpenApiResponse(AgentDetailSerializer, description="Too many items, or a body over the upload limit.")
 SEAT_EXAMPLE = {"state": "trial", "trial_ends_at": "2026-11-30"}
 HEARTBEAT_EXAMPLE = {
     "id": "0b6f4c8e-1f7a-4a53-9d52-0c5b7f3a9e11", "observed_at": "2026-10-05T12:00:00Z", "os_family": "linux",
@@ -224,7 +226,8 @@ def json_body(request) -> Any:
     try:
         body = request.body
     except RequestDataTooBig as error:
-        raise PayloadTooLarge("The body is larger than 2.5 MB: send smaller batches.") from error
+        limit = filesizeformat(settings.DATA_UPLOAD_MAX_MEMORY_SIZE).replace("\xa0", " ")
+        raise PayloadTooLarge(f"The body is larger than {limit}: send smaller batches.") from error
     try:
         return json.loads(body)
     except ValueError as error:

@@ -1,9 +1,15 @@
 """Usage in the public schema: how agents authenticate, which companies have new telemetry, and the
 company-month usage rows that reports, the API and billing read (U1-U15)."""
 
+import datetime as dt
+
 from django.db import models
 
 from companies.models import Company
+
+# ARCHITECTURE: raw heartbeats are kept for the open month plus this late window, then purged; the
+# agent API refuses heartbeats observed before it, which the purged rows could no longer deduplicate
+LATE_WINDOW = dt.timedelta(days=35)
 
 
 class InstallToken(models.Model):

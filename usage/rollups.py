@@ -31,7 +31,7 @@ from companies.models import Company
 from licensing.seats import licensed_in_period_sql
 
 from .locks import ingest_lock_key
-from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
+from .models import LATE_WINDOW, CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 from .telemetry.models import MachineType, OsFamily, OsType
 
@@ -46,7 +46,7 @@ LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(e
 # The latest OS/machine shape of a day or month, picked with a plain max() over one bigint instead
 # of a sort per group: the observed microsecond times SHAPE_RADIX plus the shape's code (a
 # mixed-radix number over the agent's choices, usage.telemetry.models), decoded after grouping. The
-# agent API admits only those choices and times within the last 400 days, so the key is positive
+# agent API admits only those choices and times within the late window, so the key is positive
 # and far from bigint's end.
 SHAPES = {"os_family": OsFamily.values, "os_type": OsType.values, "machine_type": MachineType.values}
 SHAPE_RADIX = math.prod(len(values) for values in SHAPES.values())
@@ -532,16 +532,18 @@ def usage_month_close(*, month: dt.date, progress=None) -> int:
     return done
 
 
-def heartbeats_purge(*, now: dt.datetime, late_window_days: int = 35) -> int:
+def heartbeats_purge(*, now: dt.datetime) -> int:
     """Raw heartbeats outlive the open month by the late window; endpoint-day rows stay. Only rows
-    already rolled up are removed."""
+    already rolled up are removed, and only rows observed before the window too: the agent API
+    refuses those (T4: a resend of a purged heartbeat can never be counted again)."""
     open_month = dt.datetime.combine(month_start(now), dt.time(), tzinfo=dt.UTC)
-    late_cutoff = now - dt.timedelta(days=late_window_days)
+    late_cutoff = now - LATE_WINDOW
     removed = 0
     for company in Company.objects.all():
         with tenant_context(company), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM telemetry_heartbeat WHERE observed_at < %s AND received_at < %s AND seq <= "
+            cursor.execute("DELETE FROM telemetry_heartbeat WHERE observed_at < %s AND observed_at < %s "
+                           "AND received_at < %s AND seq <= "
                            "COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)",
-                           [open_month, late_cutoff])
+                           [open_month, late_cutoff, late_cutoff])
             removed += cursor.rowcount
     return removed

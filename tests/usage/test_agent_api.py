@@ -228,13 +228,62 @@ def test_T4_heartbeat_for_finalized_month_is_kept(client, company):
     _, token = agent(client, company)
     last_month = (timezone.now().date().replace(day=1) - dt.timedelta(days=1)).replace(day=1)
     MonthClose.objects.create(month=last_month)
-    observed = dt.datetime.combine(last_month, dt.time(12), tzinfo=dt.UTC) + dt.timedelta(days=3)
+    # the last day of the finalized month: inside the late window whatever today's date
+    observed = dt.datetime.combine(timezone.now().date().replace(day=1) - dt.timedelta(days=1), dt.time(12),
+                                   tzinfo=dt.UTC)
     PendingRollup.objects.filter(company=company).delete()
     response = send(client, token, [heartbeat(observed_at=observed.isoformat())])
     assert response.status_code == 200 and response.json()["accepted"] == 1
     assert [row.observed_at for row in stored(company)] == [observed]
     assert heartbeats_pending(company=company) == 1
     assert PendingRollup.objects.filter(company=company).exists()  # the rollup records the adjustment (U12)
+
+
+def test_T4_a_resend_after_the_purge_is_refused_never_counted_again(client, company):
+    """The raw rows that recognise a resend are purged after the late window; a heartbeat that old
+    is refused naming observed_at, so the endpoint-day keeps counting it once."""
+    from usage.rollups import heartbeats_purge, usage_company_rollup
+    from usage.telemetry.models import EndpointDay
+
+    _, token = agent(client, company)
+    now = timezone.now()
+    item = heartbeat(observed_at=(now - dt.timedelta(days=10)).isoformat())
+    assert send(client, token, [item]).json()["accepted"] == 1
+    usage_company_rollup(company_id=company.pk)
+    later = now + dt.timedelta(days=40)
+    assert heartbeats_purge(now=later) == 1
+    with tenant_context(company):
+        before = list(EndpointDay.objects.values_list("day", "uptime_seconds", "heartbeats"))
+    assert [row[1:] for row in before] == [(900, 1)]
+    from usage import agent as agent_module
+
+    body = agent_module.heartbeats_validate(endpoint_id=uuid.UUID(stored_endpoint(company)), items=[item],
+                                            now=later)[1]
+    assert body.accepted == 0 and body.rejected[0]["error"].startswith("observed_at: older than the 35-day")
+    assert send(client, token, [heartbeat(observed_at=(now - dt.timedelta(days=36)).isoformat())]).status_code == 400
+    usage_company_rollup(company_id=company.pk)
+    with tenant_context(company):
+        assert list(EndpointDay.objects.values_list("day", "uptime_seconds", "heartbeats")) == before
+
+
+def stored_endpoint(company) -> str:
+    with tenant_context(company):
+        return str(Endpoint.objects.get().id)
+
+
+@pytest.mark.parametrize("field", ["os_family", "os_type", "machine_type"])
+@pytest.mark.parametrize("value", [["windows"], {"a": 1}, 7])
+def test_T6_X2_a_choice_of_the_wrong_type_is_refused_and_the_rest_of_the_batch_kept(client, company, field, value):
+    _, token = agent(client, company)
+    good, bad = heartbeat(), heartbeat(**{field: value})
+    response = send(client, token, [good, bad])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["accepted"] == 1 and body["rejected"][0]["index"] == 1
+    assert body["rejected"][0]["error"].startswith(f"{field}: must be")
+    assert [str(row.id) for row in stored(company)] == [good["id"]]
+    answer = register(client, company, **{field: value})
+    assert answer.status_code == 400 and set(answer.json()["errors"]) == {field}
 
 
 # --- T5 expired endpoints --------------------------------------------------------------------------------
@@ -336,14 +385,14 @@ def test_T6_future_timestamp_rejected_while_the_rest_of_the_batch_is_stored(clie
     items = [heartbeat(), heartbeat(observed_at=(now + dt.timedelta(hours=2)).isoformat()),
              heartbeat(observed_at=(now + dt.timedelta(minutes=4)).isoformat()),
              heartbeat(observed_at="2026-10-05T12:00:00"), heartbeat(observed_at="yesterday"),
-             heartbeat(observed_at=(now - dt.timedelta(days=401)).isoformat()),
+             heartbeat(observed_at=(now - dt.timedelta(days=35, minutes=1)).isoformat()),
              heartbeat(observed_at=(now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))]
     body = send(client, token, items).json()
     assert body["accepted"] == 3
     errors = {r["index"]: r["error"] for r in body["rejected"]}
     assert set(errors) == {1, 3, 4, 5}
     assert all(error.startswith("observed_at: ") for error in errors.values())
-    assert "future" in errors[1] and "time zone" in errors[3] and "400 days" in errors[5]
+    assert "future" in errors[1] and "time zone" in errors[3] and "35-day late window" in errors[5]
     assert {str(row.id) for row in stored(company)} == {items[0]["id"], items[2]["id"], items[6]["id"]}
 
 
@@ -391,7 +440,10 @@ def test_T6_wrong_method_and_too_large_body(client, company, settings):
     assert client.get(HEARTBEATS, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 405
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = send(client, token, [heartbeat() for _ in range(20)])
-    assert response.status_code == 413 and "2.5 MB" in response.json()["detail"]
+    assert response.status_code == 413 and "larger than 1000 bytes" in response.json()["detail"]
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2621440  # Django's default, which docs/agent-api.md states
+    assert "larger than 2.5 MB" in send(client, token, [heartbeat(hostname="x" * 3000) for _ in range(1000)]
+                                        ).json()["detail"]
 
 
 # --- T7 the same machine again ------------------------------------------------------------------------
@@ -417,6 +469,23 @@ def test_T7_reregistration_same_hardware_keeps_endpoint_and_seat(client, company
     assert (endpoint.hostname, endpoint.os_family, endpoint.os_type, endpoint.machine_type) == (
         "web-01-reimaged", "linux", "server", "virtual")
     assert AgentCredential.objects.filter(endpoint_id=endpoint.pk, revoked_at__isnull=True).count() == 1
+
+
+def test_T7_surrounding_spaces_do_not_make_a_second_endpoint(client, company):
+    first = register(client, company, hardware_id="4C4C4544-0042").json()
+    again = register(client, company, hardware_id=" 4C4C4544-0042 \n")
+    assert again.status_code == 200 and again.json()["endpoint_id"] == first["endpoint_id"]
+    with tenant_context(company):
+        assert list(Endpoint.objects.values_list("hardware_id", flat=True)) == ["4C4C4544-0042"]
+    assert SeatAssignment.objects.filter(company=company).count() == 1
+
+
+def test_T6_a_token_with_a_nul_byte_is_401_not_an_error(client, company):
+    assert register(client, company).status_code == 201
+    response = post(client, REGISTER, {"hardware_id": "x", "hostname": "h", "os_family": "windows",
+                                       "os_type": "workstation", "machine_type": "physical"}, "abc\u0000def")
+    assert response.status_code == 401
+    assert send(client, "abc\u0000def", [heartbeat()]).status_code == 401
 
 
 def test_T7_same_hardware_in_two_companies_is_two_endpoints(client, company, platform):
@@ -547,6 +616,12 @@ def test_X2_bad_mailbox_report_names_fields_and_stores_nothing(client, company):
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert set(errors) == {"environment", "product", "mailboxes[1].emails_sent", "mailboxes[2].primary"}
+    assert mailboxes(company) == {}
+    for wrong in (False, 0, [], {"a": 1}):
+        report = mailbox_report()
+        report["mailboxes"][0]["object_class"] = wrong
+        response = post(client, MAILBOXES, report, token)
+        assert response.status_code == 400 and set(response.json()["errors"]) == {"mailboxes[0].object_class"}
     assert mailboxes(company) == {}
     response = post(client, MAILBOXES, mailbox_report(observed_at="2026-10-05", mailboxes="none"), token)
     assert set(response.json()["errors"]) == {"observed_at", "mailboxes"}

@@ -83,6 +83,8 @@ def test_X2_simulate_fleet_refuses_bad_options(platform):
         run("--endpoints", "2")
     with pytest.raises(CommandError, match="--batch: from 1 to 1000"):
         run("--local", "--batch", "5000")
+    with pytest.raises(CommandError, match="--days: from 1 to 35, not 36"):  # the agent API's late window
+        run("--local", "--days", "36")
     with pytest.raises(CommandError, match="no company with id 999999"):
         run("--local", "--company", "999999")
     with pytest.raises(CommandError, match="--url: give the console's address"):
@@ -92,7 +94,7 @@ def test_X2_simulate_fleet_refuses_bad_options(platform):
 def test_simulate_fleet_local_mode_counts_earlier_days_as_licensed(platform):
     company = make_company(parent=platform, name="Sim Local")
     entitlements_set(actor=None, company=company, purpose="own", keys={"endpoint_security", "a_la_carte"})
-    output = run("--local", "--company", str(company.pk), "--endpoints", "3", "--days", "40", "--no-progress")
+    output = run("--local", "--company", str(company.pk), "--endpoints", "3", "--days", "35", "--no-progress")
     assert "3 endpoints registered" in output and "0 rejected" in output
     previous = month_start(month_start(dt.datetime.now(dt.UTC)) - dt.timedelta(days=1))
     usage = CompanyMonthUsage.objects.get(company=company, month=previous)

@@ -27,6 +27,7 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from companies.models import Company, CompanyStatus, CompanyType
+from usage.models import LATE_WINDOW
 
 NAMESPACE = uuid.UUID("8d3a5f0c-6b1e-4c0e-9a57-2f1d7c9e4b10")
 REGISTER = "/api/agent/v1/register"
@@ -266,7 +267,9 @@ class Command(BaseCommand):
                                  "active customers.")
         parser.add_argument("--companies", type=int, default=3, help="How many customers when no --company.")
         parser.add_argument("--endpoints", type=int, default=20, help="Endpoints per company.")
-        parser.add_argument("--days", type=int, default=7, help="Days of heartbeats, ending today.")
+        parser.add_argument("--days", type=int, default=7,
+                            help=f"Days of heartbeats, ending today (at most {LATE_WINDOW.days}: the agent API "
+                                 "refuses older heartbeats).")
         parser.add_argument("--heartbeats-per-day", type=int, default=4, dest="per_day")
         parser.add_argument("--batch", type=int, default=100, help="Heartbeats per request (at most 1000).")
         parser.add_argument("--threads", type=int, default=4, help="Client threads (HTTP only).")
@@ -277,7 +280,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         errors = []
-        for name, low, high in (("endpoints", 1, 100_000), ("days", 1, 400), ("per_day", 1, 1440),
+        for name, low, high in (("endpoints", 1, 100_000), ("days", 1, LATE_WINDOW.days), ("per_day", 1, 1440),
                                 ("batch", 1, 1000), ("threads", 1, 64), ("companies", 1, 100_000)):
             if not low <= options[name] <= high:
                 errors.append(f"--{name.replace('_', '-')}: from {low} to {high}, not {options[name]}.")
