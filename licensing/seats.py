@@ -6,15 +6,19 @@ Invariants, per SeatPool row:
   used + carved <= capacity (a CHECK constraint; capacity None means unlimited)
 Every change takes the pool rows it touches with SELECT ... FOR UPDATE in id order (no deadlocks)
 or changes them with one conditional UPDATE, so concurrent installs cannot oversell (L5).
+Which pool a company draws from is decided under a lock on its company row and its ancestors'
+(_company_locked): a reservation and a move lock their company FOR UPDATE before any pool, so the
+pool cannot change between a registration choosing it and taking a seat there (L1, L2).
 """
 
 import calendar
+import copy
 import datetime as dt
 import uuid
 from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -103,8 +107,11 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
     a free seat if there is one; it gets no second trial."""
     now = now or timezone.now()
     existing = SeatAssignment.objects.filter(company=company, endpoint_id=endpoint_id).first()
+    if existing is not None and existing.state != SeatState.EXPIRED:
+        return SeatInfo(existing.state, existing.trial_ends_on)
+    company = _company_locked(company)
     if existing is not None:
-        if existing.state == SeatState.EXPIRED and company.status == CompanyStatus.ACTIVE:
+        if company.status == CompanyStatus.ACTIVE:
             return _seat_retake(company=company, assignment=existing, now=now)
         return SeatInfo(existing.state, existing.trial_ends_on)
     if company.status != CompanyStatus.ACTIVE:
@@ -120,6 +127,39 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
     SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool, state=SeatState.TRIAL,
                                   trial_ends_on=ends, first_seen_at=now)
     return SeatInfo(SeatState.TRIAL, ends)
+
+
+# FOR KEY SHARE (Django has no such lock): it conflicts only with FOR UPDATE, not with the plain
+# updates of a company's details nor with other registrations
+COMPANY_ROWS_KEY_SHARE = ("SELECT id, lineage, status FROM companies_company WHERE id = ANY(%s) "
+                          "ORDER BY id = %s, id FOR KEY SHARE")
+
+
+def _company_locked(company: Company) -> Company:
+    """L1/L2/L5: the company as committed now (lineage, status), with the rows that decide its pool
+    locked FOR KEY SHARE until the transaction ends: the company and its ancestors below the platform
+    (which has no reservation and never moves). reservation_set and company_move lock their company
+    FOR UPDATE before they touch a pool, so they wait for this registration or it waits for them and
+    then reads what they committed; registrations share the lock and do not wait for each other.
+    One indexed query; again only when a move committed since `company` was read."""
+    if company.parent_id is None:
+        return company
+    locked: set[int] = set()
+    ids = [int(p) for p in company.lineage.strip("/").split("/")][1:]
+    while True:
+        with connection.cursor() as cursor:
+            # the company's own row last, so its lineage is read once the ancestors are locked
+            cursor.execute(COMPANY_ROWS_KEY_SHARE, [ids, company.pk])
+            rows = cursor.fetchall()
+        locked.update(row_id for row_id, _lineage, _status in rows)
+        own = next(((lineage, status) for row_id, lineage, status in rows if row_id == company.pk), None)
+        if own is None:  # deleted meanwhile: nothing to decide, the insert will fail on its own
+            return company
+        ids = [int(p) for p in own[0].strip("/").split("/")][1:]
+        if locked.issuperset(ids):
+            fresh = copy.copy(company)
+            fresh.lineage, fresh.status = own
+            return fresh
 
 
 def _keep_previous_spell() -> dict:
@@ -295,6 +335,9 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
     if seats is not None and (not isinstance(seats, int) or seats < 0):
         raise ValidationError({"reserved_seats": "Enter a whole number of seats, 0 or more."})
     lic = License.objects.select_for_update().get_or_create(company=company)[0]
+    # after the licence (as license_update and subscription_set take them) and before any pool:
+    # registrations below the company decide their pool under this lock (_company_locked)
+    Company.objects.select_for_update().filter(pk=company.pk).first()
     before = {"reserved_seats": lic.reserved_seats}
     if seats == lic.reserved_seats:
         return lic

@@ -2,15 +2,18 @@
 per thread)."""
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
-from licensing.models import SeatAssignment, SeatState
-from licensing.seats import pool_of, reservation_set, seat_assign
+from companies.services import company_move
+from licensing.models import SeatAssignment, SeatPool, SeatState
+from licensing.seats import platform_seats_set, pool_of, reservation_set, seat_assign
 from tests.factories import make_company, make_partner
+from usage.agent import agent_register, install_token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,3 +60,102 @@ def test_L5_nested_pools_under_concurrency(platform):
     assert msp_pool.used == 20 == _licensed(msp_pool)
     assert (msp_pool.used + msp_pool.carved) <= msp_pool.capacity
     assert results.count("licensed") == 30 and results.count("trial") == 30
+
+
+# --- a registration meeting a change of the pool it draws from (L1, L2, L5, H5) --------------------------
+
+def _waiting_on_a_lock(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            row = cursor.fetchone()
+        if row and row[0] == "Lock":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _register_during(change, token: str):
+    """`change` runs in a transaction on one connection and keeps it open until a registration on
+    another connection is waiting on one of its locks; then it commits and the registration ends.
+    Returns whether the registration waited, and the registration."""
+    changed, release, pids = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                change()
+                changed.set()
+                assert release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def register():
+        try:
+            assert changed.wait(timeout=30)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            return agent_register(install_token=token, hardware_id=f"HW-{uuid.uuid4()}", hostname="h",
+                                  os_family="windows", os_type="workstation", machine_type="physical")
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        held, registered = threads.submit(hold), threads.submit(register)
+        try:
+            assert changed.wait(timeout=30)
+            while not pids and not registered.done():
+                time.sleep(0.01)
+            waited = bool(pids) and _waiting_on_a_lock(pids[0])
+        finally:
+            release.set()
+        held.result(timeout=60)
+        return waited, registered.result(timeout=60)
+
+
+@pytest.mark.parametrize(("seats", "state"), [(2, SeatState.LICENSED), (0, SeatState.TRIAL)])
+def test_L1_L2_L5_registration_during_a_new_reservation_draws_only_on_the_reservation(platform, seats, state):
+    """A registration that started while the company drew on the shared pool, and reaches the seat
+    while the company's first reservation is being committed, takes its seat from the reservation
+    (or enters trial there), never from the parent's pool: the pool is decided under the lock."""
+    platform_seats_set(actor=None, seats=10)
+    partner = make_partner(parent=platform)
+    customer = make_company(parent=partner)
+    token = install_token_for(company=customer).token
+    shared = pool_of(customer)
+    assert shared.owner_id == platform.pk
+
+    waited, registration = _register_during(
+        lambda: reservation_set(actor=None, company=customer, seats=seats), token)
+
+    assert waited, "the registration never waited for the reservation: the interleaving did not happen"
+    own = SeatPool.objects.get(owner=customer)
+    row = SeatAssignment.objects.get(company=customer, endpoint_id=registration.endpoint_id)
+    assert (row.pool_id, row.state, registration.seat.state) == (own.pk, state, state)
+    shared.refresh_from_db()
+    assert (shared.used, shared.carved) == (0, seats)
+    assert own.used == (1 if state == SeatState.LICENSED else 0) == _licensed(own)
+
+
+def test_H5_L2_L5_registration_during_a_move_draws_on_the_new_partners_pool(platform):
+    """A registration that reaches the seat while its company is being moved under a partner with a
+    reservation takes the seat from that partner's pool, not from the pool it is leaving."""
+    platform_seats_set(actor=None, seats=10)
+    old_partner, new_partner = make_partner(parent=platform), make_partner(parent=platform)
+    reservation_set(actor=None, company=new_partner, seats=3)
+    customer = make_company(parent=old_partner)
+    token = install_token_for(company=customer).token
+    shared, reserved = pool_of(customer), pool_of(new_partner)
+
+    waited, registration = _register_during(
+        lambda: company_move(company=customer, new_parent=new_partner), token)
+
+    assert waited, "the registration never waited for the move: the interleaving did not happen"
+    row = SeatAssignment.objects.get(company=customer, endpoint_id=registration.endpoint_id)
+    assert (row.pool_id, row.state) == (reserved.pk, SeatState.LICENSED)
+    shared.refresh_from_db()
+    reserved.refresh_from_db()
+    assert (shared.used, shared.carved) == (0, 3)
+    assert reserved.used == 1 == _licensed(reserved)
