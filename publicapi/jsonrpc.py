@@ -23,6 +23,7 @@ import binascii
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from django.views.decorators.csrf import csrf_exempt
 from companies.models import ApiKey, ApiKeyScope
 from companies.services import api_key_authenticate
 from gz_console.api import ApiKeyPrincipal
+from usage.month_selectors import usage_month_parse
 from usage.rollups import month_start
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,22 @@ class RpcError(Exception):
 def invalid_param(name: str, problem: str) -> RpcError:
     """-32602 naming the parameter (X2)."""
     return RpcError(INVALID_PARAMS, f"Invalid parameter '{name}': {problem}")
+
+
+# ASCII only: str.isdigit() and \d also take "²" or "١", which int() refuses or reads as a number
+ASCII_NUMBER = re.compile(r"[ \t\r\n]*([0-9]+)[ \t\r\n]*")
+MONTH_FORMAT = re.compile(r"([0-9]{2})/([0-9]{4})")
+
+
+def ascii_int(value: str) -> int | None:
+    """The number a string of ASCII digits (surrounding blanks allowed) spells, else None."""
+    match = ASCII_NUMBER.fullmatch(value)
+    if match is None:
+        return None
+    try:
+        return int(match.group(1))
+    except ValueError:  # more digits than int() reads (sys.get_int_max_str_digits)
+        return None
 
 
 @dataclass
@@ -187,25 +205,30 @@ class Params:
             raise invalid_param(name, "must be an id (a string or an integer).")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value.strip())
-        raise invalid_param(name, "must be an id (a string or an integer).")
+        number = ascii_int(value) if isinstance(value, str) else None
+        if number is None:
+            raise invalid_param(name, "must be an id (a string or an integer).")
+        return number
 
     def month(self, name: str) -> dt.date:
-        """"mm/yyyy"; the default is the current month (UTC)."""
+        """"mm/yyyy"; the default is the current month (UTC). The range is the REST API's
+        (usage_month_parse): from 01/2000 up to the current month."""
         raw = self.string(name)
         if raw is None:
             return month_start(timezone.now())
-        parts = raw.split("/")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts) or len(parts[0]) != 2 or len(parts[1]) != 4:
+        match = MONTH_FORMAT.fullmatch(raw)
+        if match is None:
             raise invalid_param(name, f"{raw!r} is not a month in the format mm/yyyy.")
-        month, year = int(parts[0]), int(parts[1])
-        if not 1 <= month <= 12:
-            raise invalid_param(name, f"{raw!r} is not a month in the format mm/yyyy.")
+        month, year = int(match.group(1)), int(match.group(2))
         current = month_start(timezone.now())
-        if dt.date(year, month, 1) > current:  # as the REST API and the pages: no usage exists yet
+        try:
+            return usage_month_parse(f"{year:04d}-{month:02d}", field=name, today=current)
+        except (ValidationError, ValueError, OverflowError):
+            pass
+        if 1 <= month <= 12 and (year, month) > (current.year, current.month):
             raise invalid_param(name, f"{raw} has not started yet: usage exists up to {current:%m/%Y}.")
-        return dt.date(year, month, 1)
+        raise invalid_param(name, f"{raw!r} is not a month in the format mm/yyyy, from 01/2000 up to "
+                                  f"{current:%m/%Y}.")
 
 
 def date_param(name: str, value: Any) -> dt.date | None:

@@ -20,7 +20,7 @@ from companies.services import (
 from licensing.services import company_onboard
 
 from ..fields import COMPANY_TYPES, INDUSTRIES, company_details, company_id
-from ..jsonrpc import Params, RpcContext, invalid_param, rpc_method, service_errors
+from ..jsonrpc import Params, RpcContext, ascii_int, invalid_param, rpc_method, service_errors
 from .subscription import license_changes
 
 # service field -> the original's parameter, for -32602 details
@@ -42,9 +42,9 @@ def _industry(params: Params) -> str | None:
     if "industry" not in params or params.raw["industry"] is None:
         return None
     value = params.raw["industry"]
-    if isinstance(value, str) and not value.isdigit():
+    code = ascii_int(value) if isinstance(value, str) else params.integer("industry")
+    if code is None:
         return value  # our own field-of-activity key; the service judges it
-    code = params.integer("industry") if not isinstance(value, str) else int(value)
     if code == 0:
         return ""
     if code not in INDUSTRIES:

@@ -26,7 +26,16 @@ from reports.models import ReportDelivery, ReportFile, ReportSchedule, ReportSou
 from reports.schedules import access_report_schedule, schedule_create, schedule_delete, schedules_visible
 
 from ..fields import PRODUCT_TYPES, company_id
-from ..jsonrpc import SERVER_ERROR, Params, RpcContext, RpcError, invalid_param, rpc_method, service_errors
+from ..jsonrpc import (
+    SERVER_ERROR,
+    Params,
+    RpcContext,
+    RpcError,
+    ascii_int,
+    invalid_param,
+    rpc_method,
+    service_errors,
+)
 
 MONTHLY_LICENSE_USAGE = 13
 INSTANT = 1
@@ -161,10 +170,10 @@ def _report_ref(p: Params) -> tuple[str, int]:
     """reportId: "17" is a generated report (history), "schedule-4" a scheduled report."""
     raw = p.raw.get("reportId")
     if isinstance(raw, str) and raw.strip().startswith(SCHEDULE_PREFIX):
-        number = raw.strip()[len(SCHEDULE_PREFIX):]
-        if not number.isdigit():
+        number = ascii_int(raw.strip()[len(SCHEDULE_PREFIX):])
+        if number is None:
             raise invalid_param("reportId", "a report id from createReport or getReportsList.")
-        return "schedule", int(number)
+        return "schedule", number
     try:
         return "file", p.id("reportId", required=True)
     except RpcError:
