@@ -252,8 +252,9 @@ CELERY_BEAT_SCHEDULE = {
     "usage-rollup-fanout": {"task": "usage.rollup_fanout", "schedule": 60.0},
     # seats and entitlements change the open month without new heartbeats
     "usage-refresh-open-month": {"task": "usage.refresh_open_month", "schedule": crontab(minute=5)},
-    # U12: finalize the previous month on the 1st, after the licensing run
-    "usage-month-close": {"task": "usage.month_close", "schedule": crontab(day_of_month=1, hour=0, minute=30)},
+    # U12: finalize the previous month on the 1st, after the licensing run; hourly after that, so a close
+    # that some company's failing rollup left unfinished completes once it succeeds (a closed month: no-op)
+    "usage-month-close": {"task": "usage.month_close", "schedule": crontab(minute=30)},
     # raw heartbeats outlive the open month by the 35-day late window
     "usage-purge-heartbeats": {"task": "usage.purge_heartbeats", "schedule": crontab(hour=3, minute=0)},
     # B3: ConnectWise additions, hourly after the rollups (each company at most every four hours)

@@ -154,9 +154,10 @@ def report_totals_list(report: Report) -> list[tuple[str, object]]:
     return [(header, figures[FIGURE_OF[key]]) for key, header in report.columns if key in FIGURE_OF]
 
 
-def report_late_adjustments(report: Report) -> tuple[dt.date, list[tuple[str, int]]]:
-    """U12: what arrived for the month before after it was finalized, as (header, change) for the
-    report's columns; shown in this report, the finalized month stays as it was billed."""
+def report_late_adjustments(report: Report) -> tuple[list[dt.date], list[tuple[str, int]]]:
+    """U12: what arrived for finalized months since the last report was made (the months, and
+    (header, change) for the report's columns); shown in this report, the finalized months stay as
+    they were billed."""
     from .builder import FIGURE_OF, MAILBOX_FIGURE
 
     late = report.totals.get("late_adjustments") or {}
@@ -164,7 +165,7 @@ def report_late_adjustments(report: Report) -> tuple[dt.date, list[tuple[str, in
         changes = [("Protected mailboxes", late.get(MAILBOX_FIGURE[report.kind], 0))]
     else:
         changes = [(header, late.get(FIGURE_OF[key], 0)) for key, header in report.columns if key in FIGURE_OF]
-    return report.totals.get("late_adjustments_month"), [(h, d) for h, d in changes if d]
+    return report.totals.get("late_adjustments_months", []), [(h, d) for h, d in changes if d]
 
 
 def report_mixed_products(report: Report) -> list[str]:
@@ -207,7 +208,7 @@ def report_pdf(report: Report) -> bytes:
         "endpoints": endpoints, "more_endpoints": more_endpoints, "endpoint_limit": PDF_ENDPOINT_LIMIT,
         "options": report.options.describe(),
         "totals": report_totals_list(report),
-        **dict(zip(("late_month", "late"), report_late_adjustments(report), strict=True)),
+        **dict(zip(("late_months", "late"), report_late_adjustments(report), strict=True)),
         "mixed": report_mixed_products(report),
     })
     out = io.BytesIO()

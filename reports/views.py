@@ -106,7 +106,7 @@ class ReportIndexView(PageView):
             "rows": [(row, [(key, row[key]) for key, _ in report.columns]) for row in report.rows]
             if report.show_company_rows else [],
             "chart": report_chart_svg(report),
-            **dict(zip(("late_month", "late"), report_late_adjustments(report), strict=True)),
+            **dict(zip(("late_months", "late"), report_late_adjustments(report), strict=True)),
             "mixed": report_mixed_products(report),
             "hidden": hidden,
             "drill_columns": DRILL_COLUMNS if report.can_drill_down else (),

@@ -366,8 +366,8 @@ WITH endpoint AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
 ), pending AS (
-    INSERT INTO public.usage_pendingrollup (company_id, since)
-    SELECT %s, %s WHERE EXISTS (SELECT FROM inserted)
+    INSERT INTO public.usage_pendingrollup (company_id, since, months)
+    SELECT %s, %s, ARRAY[]::date[] WHERE EXISTS (SELECT FROM inserted)
     ON CONFLICT (company_id) DO NOTHING
 )
 SELECT (SELECT count(*) FROM endpoint), (SELECT count(*) FROM inserted)
@@ -472,9 +472,11 @@ WITH stored AS (
         last_observed_at = GREATEST(m.last_observed_at, EXCLUDED.last_observed_at)
     RETURNING 1
 ), pending AS (
-    INSERT INTO public.usage_pendingrollup (company_id, since)
-    SELECT %s, %s WHERE EXISTS (SELECT FROM stored)
-    ON CONFLICT (company_id) DO NOTHING
+    -- the month is recomputed by the next rollup even when no heartbeat touches it (U14, U15)
+    INSERT INTO public.usage_pendingrollup AS p (company_id, since, months)
+    SELECT %s, %s, ARRAY[%s::date] WHERE EXISTS (SELECT FROM stored)
+    ON CONFLICT (company_id) DO UPDATE SET months = p.months || EXCLUDED.months
+    WHERE NOT p.months @> EXCLUDED.months
 )
 SELECT count(*) FROM stored
 """
@@ -503,7 +505,7 @@ def mailboxes_ingest(*, company: Company, payload: Any, now: dt.datetime | None 
     params: list[Any] = [payload["product"], payload["environment"], month, observed_at]
     for row in rows.values():
         params.extend(row)
-    params += [company.pk, now]
+    params += [company.pk, now, month]
     sql = MAILBOXES_UPSERT.format(values=", ".join([MAILBOX_VALUES] * len(rows)))
     with tenant_context(company), connection.cursor() as cursor:
         cursor.execute(sql, params)

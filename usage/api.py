@@ -63,7 +63,10 @@ class AdjustmentFiguresField(serializers.Field):
 
 
 class LateAdjustmentsSerializer(serializers.Serializer):
-    month = serializers.CharField(help_text="The finalized month the late data belongs to (YYYY-MM).")
+    month = serializers.CharField(help_text="The latest finalized month the late data belongs to (YYYY-MM).")
+    months = serializers.ListField(child=serializers.CharField(), help_text=(
+        "Every finalized month the late data belongs to (YYYY-MM): usually the previous month; older months "
+        "when data for them arrived after the previous month's report was made."))
     figures = AdjustmentFiguresField()
 
 
@@ -169,5 +172,6 @@ class UsageViewSet(CompanyScopedAPIView):
             "billed_endpoint_usage": detail["billed_endpoint_usage"],
             "subscription_end_date": detail["end_date"],
             "subscription_auto_renewal": detail["auto_renew"],
-            "late_adjustments": {"month": f"{late['month']:%Y-%m}", "figures": late["figures"]},
+            "late_adjustments": {"month": f"{late['month']:%Y-%m}", "months": [f"{m:%Y-%m}" for m in late["months"]],
+                                 "figures": late["figures"]},
         })

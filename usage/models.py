@@ -3,6 +3,7 @@ company-month usage rows that reports, the API and billing read (U1-U15)."""
 
 import datetime as dt
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 from companies.models import Company
@@ -47,6 +48,9 @@ class PendingRollup(models.Model):
 
     company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+")
     since = models.DateTimeField(auto_now_add=True)
+    # months to recompute besides those the new heartbeats touch: a mailbox report changes its
+    # month's figures without any heartbeat (U14, U15), and after the close that is a late adjustment
+    months = ArrayField(models.DateField(), default=list, blank=True)
 
     def __str__(self) -> str:
         return f"Pending rollup for {self.company_id}"
@@ -111,11 +115,14 @@ class LateAdjustment(models.Model):
 
     company = models.ForeignKey(Company, related_name="late_adjustments", on_delete=models.CASCADE)
     month = models.DateField()  # the finalized month the data belongs to
+    # the month whose report carries it: the first whose report was not yet made when it was recorded
+    reported_in = models.DateField()
     delta = models.JSONField()  # figure -> change against the frozen row
     recorded_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["company", "month"], name="late_adjustment_company")]
+        indexes = [models.Index(fields=["company", "month"], name="late_adjustment_company"),
+                   models.Index(fields=["reported_in"], name="late_adjustment_reported")]
 
     def __str__(self) -> str:
         return f"Late adjustment {self.company_id} {self.month:%Y-%m}"

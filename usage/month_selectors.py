@@ -45,7 +45,7 @@ FIGURE_LABELS = {
     "email_security_mailboxes": "Email Security mailboxes",
 }
 PRODUCT_TYPES = ("endpoint_security", "edr_standalone")
-MONTH_PATTERN = re.compile(r"^(\d{4})-(\d{2})$")
+MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits only, matched whole
 HISTORY_MONTHS = 24
 
 RETENTION_SQL = """
@@ -61,7 +61,7 @@ GROUP BY t.key ORDER BY t.key
 
 def usage_month_parse(value: str, *, field: str = "month", today: dt.date | None = None) -> dt.date:
     """'2026-11' -> 2026-11-01. Bad input, or a month still to come, is a ValidationError naming the field."""
-    match = MONTH_PATTERN.match(value or "")
+    match = MONTH_PATTERN.fullmatch(value or "")
     if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 2000:
         raise ValidationError({field: f"Give a month as YYYY-MM (for example 2026-11), not {value[:20]!r}."})
     month = dt.date(int(match.group(1)), int(match.group(2)), 1)
@@ -148,8 +148,20 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
         "billed_endpoint_usage": billed,
         "end_date": own.end_date if own else None,
         "auto_renew": own.auto_renew if own else False,
-        "late_adjustments": {"month": totals["late_adjustments_month"], "figures": totals["late_adjustments"]},
+        "late_adjustments": {"month": totals["late_adjustments_month"], "months": totals["late_adjustments_months"],
+                             "figures": totals["late_adjustments"]},
     }
+
+
+def late_rows(detail: dict) -> list[tuple[str, int]]:
+    """U12: the late adjustments as (label, change), in report order, Data Retention tiers last."""
+    from .rollups import RETENTION_DELTA
+
+    late = detail["late_adjustments"]["figures"]
+    rows = [(label, late[key]) for key, label in FIGURE_LABELS.items() if late.get(key)]
+    rows += [(f"Data Retention ({key.removeprefix(RETENTION_DELTA)})", value) for key, value in sorted(late.items())
+             if key.startswith(RETENTION_DELTA) and value]
+    return rows
 
 
 def figure_rows(detail: dict) -> list[dict]:
@@ -173,12 +185,16 @@ GROUP BY c.id, c.name, c.type ORDER BY c.name LIMIT %s
 
 def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTHS) -> list[dict]:
     """Licensed endpoints and endpoint usage per month, newest first, summed over the subtree when
-    `subtree` (U13). One grouped query."""
+    `subtree` (U13). A subtree's month is finalized once every company in it is (months_closed_at), as
+    the page's status and the month list say. One grouped query, and two more for a subtree."""
     rows = CompanyMonthUsage.objects.all()
     rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
-    sums = (rows.values("month").annotate(**{f: Sum(f) for f in HISTORY_FIGURES},
-                                          finalized=Count("pk", filter=Q(finalized_at__isnull=False)))
-            .order_by("-month")[:limit])
+    sums = list(rows.values("month").annotate(**{f: Sum(f) for f in HISTORY_FIGURES},
+                                              finalized=Count("pk", filter=Q(finalized_at__isnull=False)))
+                .order_by("-month")[:limit])
+    if subtree and sums:
+        closed = months_closed_at(pairs=[(company.pk, row["month"]) for row in sums])
+        return [{**row, "finalized": closed[(company.pk, row["month"])] is not None} for row in sums]
     return [{**row, "finalized": bool(row["finalized"])} for row in sums]
 
 

@@ -346,9 +346,31 @@ def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
                                               update_fields=fields)
 
 
+RETENTION_DELTA = "data_retention:"  # a late change of a Data Retention tier's count (U8): "data_retention:<tier>"
+
+
+def _late_reported_in(month: dt.date) -> dt.date:
+    """U12: the month whose report carries an adjustment to `month` recorded now: the first month
+    whose report is not made yet, i.e. after the newest closed month (a month's reports wait for its
+    close), and never earlier than the month after the adjustment's own."""
+    newest = MonthClose.objects.order_by("-month").values_list("month", flat=True).first()
+    after_close = month_start((newest or month) + dt.timedelta(days=31))
+    return max(after_close, month_start(month + dt.timedelta(days=31)))
+
+
+def _changes(figures: dict, row: CompanyMonthUsage) -> dict[str, int]:
+    """Every billed figure of a recomputed month against its frozen row, Data Retention tiers included."""
+    changes = {key: figures[key] - getattr(row, key) for key in CompanyMonthUsage.FIGURES}
+    tiers = set(figures["data_retention"]) | set(row.data_retention or {})
+    changes.update({f"{RETENTION_DELTA}{tier}": figures["data_retention"].get(tier, 0)
+                    - (row.data_retention or {}).get(tier, 0) for tier in sorted(tiers)})
+    return changes
+
+
 def _record_late(month: dt.date, rows: list[CompanyMonthUsage], figures_of: dict[int, dict]) -> None:
     """U12: a finalized month never changes; what arrived since is recorded as an adjustment against
-    the frozen row and the adjustments already recorded. Two queries for any number of companies."""
+    the frozen row and the adjustments already recorded, to be shown in the next report made. Three
+    queries for any number of companies."""
     if not rows:
         return
     already: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -357,12 +379,15 @@ def _record_late(month: dt.date, rows: list[CompanyMonthUsage], figures_of: dict
         for key, value in delta.items():
             already[company_id][key] += value
     adjustments = []
+    reported_in = None
     for row in rows:
-        figures, before = figures_of[row.company_id], already[row.company_id]
-        delta = {key: change for key in CompanyMonthUsage.FIGURES
-                 if (change := figures[key] - getattr(row, key) - before[key])}
+        before = already[row.company_id]
+        delta = {key: change - before[key] for key, change in _changes(figures_of[row.company_id], row).items()
+                 if change - before[key]}
         if delta:
-            adjustments.append(LateAdjustment(company_id=row.company_id, month=month, delta=delta))
+            reported_in = reported_in or _late_reported_in(month)
+            adjustments.append(LateAdjustment(company_id=row.company_id, month=month, reported_in=reported_in,
+                                              delta=delta))
     LateAdjustment.objects.bulk_create(adjustments)
 
 
@@ -374,9 +399,9 @@ WATERMARKS_PART = ("SELECT {company}::bigint, COALESCE((SELECT seq FROM " + SCHE
                    "WHERE id = 1), 0), COALESCE((SELECT max(seq) FROM " + SCHEMA + ".telemetry_heartbeat), 0)")
 
 
-def _watermarks(cursor, companies: list[Company]) -> dict[int, tuple[int, int]]:
+def _watermarks(cursor, companies: list[Company]) -> tuple[dict[int, tuple[int, int]], dict[int, set[dt.date]]]:
     """Per company: (merged up to, newest committed heartbeat number), and the companies' "rollup
-    pending" marks taken down in the same instant.
+    pending" marks taken down in the same instant, with the months they name (mailbox reports).
 
     The ingest locks are taken as session locks (ascending) and released at once (held to the end of
     the transaction they would stop ingestion for the whole rollup). While they are held no insert
@@ -386,11 +411,14 @@ def _watermarks(cursor, companies: list[Company]) -> dict[int, tuple[int, int]]:
     """
     keys = sorted(ingest_lock_key(c.pk) for c in companies)
     cursor.execute("SELECT count(pg_advisory_lock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-    cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
+    # (an error or a time limit before the unlock: usage_rollup_companies releases them all)
+    cursor.execute("DELETE FROM public.usage_pendingrollup WHERE company_id = ANY(%s) RETURNING company_id, months",
+                   [[c.pk for c in companies]])
+    pending = {company_id: set(months) for company_id, months in cursor.fetchall()}
     cursor.execute(_union_of(WATERMARKS_PART, companies))
     marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
     cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-    return marks
+    return marks, pending
 
 
 PENDING_SQL = (f"SELECT count(*) FROM {SCHEMA}.telemetry_heartbeat WHERE seq > "
@@ -432,7 +460,7 @@ def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | No
     Idempotent; safe beside ingestion and other workers."""
     try:
         return _rollup_companies(company_ids, months)
-    except DatabaseError:
+    except BaseException:  # a DatabaseError, or a worker's time limit arriving between statements
         # the work is rolled back (to a savepoint inside a caller's transaction, which stays usable);
         # session locks are not: release the ingest locks _watermarks may hold, some or all of them
         # when a lock statement was stopped halfway by a timeout or a cancel
@@ -451,9 +479,10 @@ def _rollup_companies(company_ids: list[int], months: list[dt.date] | None) -> d
         if not companies:
             return {}
         with connection.cursor() as cursor:
-            marks = _watermarks(cursor, companies)
+            marks, pending = _watermarks(cursor, companies)
             touched = _merge(cursor, companies, marks)
-        recompute = {c.pk: sorted(touched.get(c.pk, set()) | set(months or [])) for c in companies}
+        recompute = {c.pk: sorted(touched.get(c.pk, set()) | pending.get(c.pk, set()) | set(months or []))
+                     for c in companies}
         by_month: dict[dt.date, list[Company]] = defaultdict(list)
         for company in companies:
             for month in recompute[company.pk]:
@@ -473,8 +502,9 @@ def usage_rollup_batch(*, company_ids: list[int], months: list[dt.date] | None =
     try:
         return usage_rollup_companies(company_ids=company_ids, months=months), []
     except DatabaseError:
-        if len(company_ids) == 1:
-            raise
+        if len(company_ids) == 1:  # the company failed alone: its pending mark stays for the next run
+            logger.exception("rollup failed", extra={"company_id": company_ids[0]})
+            return {}, list(company_ids)
         logger.exception("rollup batch failed; rolling its companies up one by one",
                          extra={"company_ids": company_ids})
     done: dict[int, list[dt.date]] = {}

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from django.db import connection
-from django.db.models import Q, Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 
 from companies.models import Company
 
@@ -36,33 +36,38 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     for figure, item in GATED.items():
         if not totals[f"on_{item}"]:
             figures[figure] = NOT_ENABLED
-    previous = month_previous(month)
-    adjustments = LateAdjustment.objects.filter(month=previous)
+    # U12: the adjustments this month's report carries: recorded after the last report was made, for
+    # any finalized month before it (usually the previous one)
+    adjustments = LateAdjustment.objects.filter(reported_in=month)
     adjustments = (adjustments.filter(company__lineage__startswith=company.lineage) if subtree
                    else adjustments.filter(company=company))
     if product_type:  # each adjustment counts under its company's product type of the finalized month
-        adjustments = adjustments.filter(company__month_usage__month=previous,
-                                         company__month_usage__product_type=product_type)
+        adjustments = adjustments.filter(Exists(CompanyMonthUsage.objects.filter(
+            company=OuterRef("company"), month=OuterRef("month"), product_type=product_type)))
     late: dict[str, int] = {}
-    for delta in adjustments.values_list("delta", flat=True):
+    late_months: set[dt.date] = set()
+    for adjusted_month, delta in adjustments.values_list("month", "delta"):
+        late_months.add(adjusted_month)
         for key, value in delta.items():
             late[key] = late.get(key, 0) + value
+    months = sorted(late_months)
     return {"figures": figures, "companies": totals["rows"] or 0, "late_adjustments": late,
-            "late_adjustments_month": previous}
+            "late_adjustments_month": months[-1] if months else month_previous(month),
+            "late_adjustments_months": months or [month_previous(month)]}
 
 
 
 # Per (company, month): when every company of the company's subtree that existed before the month
-# ended had its row for the month finalized (the latest of those times), or NULL while any row is
-# missing or still open.
+# ended, or has a row for the month (its telemetry may be dated before it was added), had its row
+# for the month finalized (the latest of those times), or NULL while any row is missing or still open.
 SUBTREE_CLOSED_SQL = """
 SELECT p.company_id, p.month,
        CASE WHEN count(*) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
 FROM unnest(%(ids)s::bigint[], %(months)s::date[]) AS p(company_id, month)
 JOIN public.companies_company c ON c.id = p.company_id
 JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%'
-     AND d.created_at < ((p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
 LEFT JOIN public.usage_companymonthusage u ON u.company_id = d.id AND u.month = p.month
+WHERE d.created_at < ((p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC') OR u.id IS NOT NULL
 GROUP BY p.company_id, p.month
 """
 

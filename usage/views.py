@@ -15,6 +15,7 @@ from companies.views import PageView
 from .forms import UsageMonthForm
 from .month_selectors import (
     figure_rows,
+    late_rows,
     seat_state_counts,
     usage_children,
     usage_history,
@@ -49,8 +50,7 @@ class UsageView(PageView):
             "form": form,
             "detail": detail,
             "rows": figure_rows(detail),
-            "late_rows": [(row["label"], detail["late_adjustments"]["figures"][row["key"]])
-                          for row in figure_rows(detail) if row["key"] in detail["late_adjustments"]["figures"]],
+            "late_rows": late_rows(detail),
             "seats": seat_state_counts(company=company, subtree=subtree),
             "history": usage_history(company=company, subtree=subtree),
             "children": usage_children(company=company, month=month) if is_partner else [],
