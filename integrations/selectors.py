@@ -2,8 +2,8 @@
 
 import datetime as dt
 
-from django.db.models import IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import CharField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Cast, Coalesce, Concat
 
 from companies.models import Company, PartnerPlan
 from usage.models import CompanyMonthUsage
@@ -32,8 +32,10 @@ def billed_companies(*, partner: Company) -> QuerySet[Company]:
 def active_endpoint_counts(*, company_ids: list[int], month: dt.date) -> dict[int, int]:
     """Endpoints active in the month (at least one heartbeat) per company, a partner's subtree summed:
     one query whatever the number of companies, from the rollups' company-month rows."""
+    # H5: the rows that were below the company and its partner in that month
     usage = (CompanyMonthUsage.objects
-             .filter(month=month, company__lineage__startswith=OuterRef("lineage"))
+             .filter(month=month, lineage__contains=Concat(Value("/"), Cast(OuterRef("pk"), CharField()), Value("/")))
+             .filter(lineage__contains=Concat(Value("/"), Cast(OuterRef("parent_id"), CharField()), Value("/")))
              .order_by().values("month").annotate(total=Sum("active_endpoints")).values("total"))
     rows = (Company.objects.filter(pk__in=company_ids)
             .annotate(active=Coalesce(Subquery(usage, output_field=IntegerField()), Value(0)))

@@ -164,8 +164,11 @@ def _scope_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = (f"SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type, {visible} "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} WHERE c.lineage LIKE %s ORDER BY c.lineage")
-    args = [*params, scope.month, *([scope.options.product_type] if product else []), scope.company.lineage + "%"]
+           f"{product} AND u.lineage LIKE %s WHERE c.lineage LIKE %s ORDER BY c.lineage")
+    # H5: companies below the target now whose month was below it too (a company moved in or out since
+    # the month keeps its endpoints out of the other partner's month)
+    args = [*params, scope.month, *([scope.options.product_type] if product else []), f"%/{scope.company.pk}/%",
+            scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=_items(r[4]),
@@ -177,8 +180,9 @@ def _all_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = ("SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} WHERE c.lineage LIKE %s ORDER BY c.lineage")
-    args = [scope.month, *([scope.options.product_type] if product else []), scope.company.lineage + "%"]
+           f"{product} AND u.lineage LIKE %s WHERE c.lineage LIKE %s ORDER BY c.lineage")
+    args = [scope.month, *([scope.options.product_type] if product else []), f"%/{scope.company.pk}/%",
+            scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         return [ScopeCompany(id=r[0], name=r[1], lineage=r[2], schema_name=r[3], enabled=_items(r[4]),
@@ -215,11 +219,12 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
         SELECT c.id, c.name, c.type, c.license_key, c.lineage, {visible} AS visible
         FROM companies_company c WHERE c.lineage LIKE %(prefix)s {direct}
     ), agg AS (
-        SELECT s.id AS row_id, count(u.id) AS usage_rows, {sums}, {flags}
-        FROM scope s
-        JOIN companies_company d ON d.lineage LIKE s.lineage || '%%'
-        JOIN usage_companymonthusage u ON u.company_id = d.id AND u.month = %(month)s {product}
-        GROUP BY s.id
+        -- H5: each row sums the month's rows that were below it and below the target in that month
+        SELECT a.id AS row_id, count(u.id) AS usage_rows, {sums}, {flags}
+        FROM usage_companymonthusage u
+        CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id)
+        WHERE u.month = %(month)s AND u.lineage LIKE %(under)s {product} AND a.id IN (SELECT id FROM scope)
+        GROUP BY a.id
     )
     SELECT s.id, s.name, s.type, s.license_key, s.lineage, s.visible,
            own.product_type, own.reserved_seats, own.end_date, own.auto_renew, own.minimum_usage,
@@ -230,7 +235,7 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
     LEFT JOIN licensing_license lic ON lic.company_id = s.id
     ORDER BY s.lineage
     """  # noqa: S608 - quoted names, parameters
-    params = {"target": target.pk, "prefix": target.lineage + "%", "month": scope.month,
+    params = {"target": target.pk, "prefix": target.lineage + "%", "under": f"%/{target.pk}/%", "month": scope.month,
               "product": scope.options.product_type, "v_id": scope.actor.company_id,
               "v_lineage": scope.actor.company.lineage + "%"}
     names = _ancestor_names(scope)

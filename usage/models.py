@@ -62,6 +62,10 @@ class CompanyMonthUsage(models.Model):
 
     company = models.ForeignKey(Company, related_name="month_usage", on_delete=models.CASCADE)
     month = models.DateField()  # first day of the month
+    # H5: the company's place in the tree for this month (its lineage when the row was last computed,
+    # kept with the month once finalized): partners' figures sum the rows whose lineage names them, so
+    # a company that moves later leaves its old partner's finalized months as they were billed
+    lineage = models.CharField(max_length=2000, default="")
     product_type = models.CharField(max_length=32, blank=True, default="")  # catalogue key, U11
     active_endpoints = models.IntegerField(default=0)
     licensed_endpoints = models.IntegerField(default=0)  # U1
@@ -104,6 +108,11 @@ class CompanyMonthUsage(models.Model):
     def __str__(self) -> str:
         return f"{self.company_id} {self.month:%Y-%m}"
 
+    def save(self, *args, **kwargs):
+        if not self.lineage:  # the rollup sets it; a row made another way takes the company's place now
+            self.lineage = Company.objects.values_list("lineage", flat=True).get(pk=self.company_id)
+        super().save(*args, **kwargs)
+
     @property
     def billed_endpoint_usage(self) -> int:
         """L6: billing for the month is max(minimum, actual usage)."""
@@ -117,6 +126,7 @@ class LateAdjustment(models.Model):
     month = models.DateField()  # the finalized month the data belongs to
     # the month whose report carries it: the first whose report was not yet made when it was recorded
     reported_in = models.DateField()
+    lineage = models.CharField(max_length=2000, default="")  # H5: the adjusted month's row's lineage
     delta = models.JSONField()  # figure -> change against the frozen row
     recorded_at = models.DateTimeField(auto_now_add=True)
 

@@ -321,6 +321,7 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
         lic = terms.licenses.get(company.pk)
         result[company.pk] = {
             **figures,
+            "lineage": company.lineage,  # H5: the month's place in the tree, frozen with the row
             "product_type": product_type,
             "data_retention": tiers.get(company.pk, {}),
             "enabled": sorted(enabled),
@@ -387,7 +388,7 @@ def _record_late(month: dt.date, rows: list[CompanyMonthUsage], figures_of: dict
         if delta:
             reported_in = reported_in or _late_reported_in(month)
             adjustments.append(LateAdjustment(company_id=row.company_id, month=month, reported_in=reported_in,
-                                              delta=delta))
+                                              lineage=row.lineage, delta=delta))
     LateAdjustment.objects.bulk_create(adjustments)
 
 

@@ -3,7 +3,7 @@
 import datetime as dt
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, Sum
+from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 
 from companies.models import Company
 
@@ -13,6 +13,19 @@ from .rollups import GATED, month_previous
 NOT_ENABLED = "Not enabled"
 
 
+def usage_after_move(company: Company, old_parent: Company) -> None:
+    """H5: usage already recorded stays with the months it belongs to. Finalized months keep the place
+    in the tree they were frozen with; the months still open follow the company (and its subtree) to
+    its new partner at once, as the next rollup would. One statement."""
+    CompanyMonthUsage.objects.filter(company__lineage__startswith=company.lineage, finalized_at__isnull=True) \
+        .update(lineage=Subquery(Company.objects.filter(pk=OuterRef("company_id")).values("lineage")[:1]))
+
+
+def under(company: Company) -> str:
+    """The piece of a stored lineage that puts a usage row in `company`'s subtree for its month."""
+    return f"/{company.pk}/"
+
+
 def usage_totals(*, company: Company, month: dt.date, product_type: str | None = None,
                  subtree: bool = True) -> dict:
     """The month's figures for `company`: its own row, plus (subtree=True) every company below it.
@@ -20,9 +33,10 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     An add-on enabled for none of the summed companies reads "Not enabled" (U13). `product_type`
     keeps only companies of that product type (U11: an EDR report shows nothing of Endpoint
     Security companies). Late adjustments recorded for the previous month are returned apart.
+    A month's rows are summed by the place in the tree they hold for that month (H5).
     """
     rows = CompanyMonthUsage.objects.filter(month=month)
-    rows = rows.filter(company__lineage__startswith=company.lineage) if subtree else rows.filter(company=company)
+    rows = rows.filter(lineage__contains=under(company)) if subtree else rows.filter(company=company)
     if product_type:
         rows = rows.filter(product_type=product_type)
     aggregates = {figure: Sum(figure) for figure in CompanyMonthUsage.FIGURES}
@@ -39,7 +53,7 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     # U12: the adjustments this month's report carries: recorded after the last report was made, for
     # any finalized month before it (usually the previous one)
     adjustments = LateAdjustment.objects.filter(reported_in=month)
-    adjustments = (adjustments.filter(company__lineage__startswith=company.lineage) if subtree
+    adjustments = (adjustments.filter(lineage__contains=under(company)) if subtree
                    else adjustments.filter(company=company))
     if product_type:  # each adjustment counts under its company's product type of the finalized month
         adjustments = adjustments.filter(Exists(CompanyMonthUsage.objects.filter(

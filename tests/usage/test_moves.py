@@ -1,0 +1,96 @@
+"""H5: usage already recorded stays with the months it belongs to when a company changes partner.
+A finalized month keeps the place in the tree it was frozen with, in every reader (totals, the
+partner's children, history, the report's rows and endpoints, the PSA counts); the open month
+follows the company to its new partner."""
+
+import datetime as dt
+
+import pytest
+
+from companies.services import company_move
+from integrations.selectors import active_endpoint_counts
+from reports.builder import report_build
+from tests.factories import make_company, make_partner, make_user
+from tests.usage.fleet import Machine
+from usage.models import LateAdjustment
+from usage.month_selectors import usage_children, usage_history
+from usage.rollups import usage_company_rollup, usage_month_close
+from usage.selectors import usage_totals
+
+pytestmark = pytest.mark.django_db
+
+OCT, NOV = dt.date(2026, 10, 1), dt.date(2026, 11, 1)
+
+
+def at(month: dt.date, day: int) -> dt.datetime:
+    return dt.datetime(month.year, month.month, day, 12, tzinfo=dt.UTC)
+
+
+def usage_of(company, month):
+    return usage_totals(company=company, month=month)["figures"]["endpoint_usage"]
+
+
+@pytest.fixture
+def moved(platform):
+    """North bills Acme (3 endpoints) and Stay (1) in October, which is closed; Acme moves to South
+    in November (Acme keeps its 3 endpoints, Stay its 1)."""
+    north, south = make_partner(parent=platform, name="North"), make_partner(parent=platform, name="South")
+    acme, stay = make_company(parent=north, name="Acme"), make_company(parent=north, name="Stay")
+    for company, endpoints in ((acme, 3), (stay, 1)):
+        for _ in range(endpoints):
+            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10)).beat(at(NOV, 10))
+        usage_company_rollup(company_id=company.pk, months=[OCT, NOV])
+    usage_month_close(month=OCT)
+    assert (usage_of(north, OCT), usage_of(south, OCT), usage_of(north, NOV)) == (4, 0, 4)
+    company_move(actor=None, company=acme, new_parent=south)
+    return north, south, acme, stay
+
+
+def test_H5_U12_a_finalized_month_stays_with_the_partner_that_had_the_company(moved):
+    north, south, acme, stay = moved
+    assert (usage_of(north, OCT), usage_of(south, OCT)) == (4, 0)  # as billed
+    assert usage_of(acme, OCT) == 3  # the company's own month is its own wherever it is now
+    # the open month follows the company at once, and again after a rollup
+    assert (usage_of(north, NOV), usage_of(south, NOV)) == (1, 3)
+    usage_company_rollup(company_id=acme.pk, months=[NOV])
+    assert (usage_of(north, NOV), usage_of(south, NOV)) == (1, 3)
+    assert [(h["month"], h["endpoint_usage"]) for h in usage_history(company=north, subtree=True)] == \
+        [(NOV, 1), (OCT, 4)]
+    assert [(h["month"], h["endpoint_usage"]) for h in usage_history(company=south, subtree=True)] == \
+        [(NOV, 3), (OCT, 0)]
+
+
+def test_H5_U13_children_and_psa_counts_follow_the_months_place_in_the_tree(moved):
+    north, south, acme, stay = moved
+    assert [(c["name"], c["endpoint_usage"]) for c in usage_children(company=north, month=OCT)] == [("Stay", 1)]
+    assert [(c["name"], c["endpoint_usage"]) for c in usage_children(company=south, month=OCT)] == [("Acme", 0)]
+    assert [(c["name"], c["endpoint_usage"]) for c in usage_children(company=south, month=NOV)] == [("Acme", 3)]
+    # B3: South pushes Acme's November, not the October North billed
+    assert active_endpoint_counts(company_ids=[acme.pk], month=OCT) == {acme.pk: 0}
+    assert active_endpoint_counts(company_ids=[acme.pk], month=NOV) == {acme.pk: 3}
+
+
+def test_H5_R3_reports_of_a_closed_month_keep_their_totals_after_a_move(moved):
+    north, south, acme, stay = moved
+    north_october = report_build(actor=make_user(company=north), company=north, month=OCT)
+    assert north_october.totals["figures"]["endpoint_usage"] == 4
+    rows = {row["company_name"]: row["endpoint_usage"] for row in north_october.rows}
+    assert rows == {"North": 4, "Stay": 1}  # Acme is no longer North's to list (C6)
+    assert [e["company_name"] for e in north_october.endpoints()] == ["Stay"]
+    south_october = report_build(actor=make_user(company=south), company=south, month=OCT)
+    assert south_october.totals["figures"]["endpoint_usage"] == 0
+    assert {row["company_name"]: row["endpoint_usage"] for row in south_october.rows} == {"South": 0, "Acme": 0}
+    assert list(south_october.endpoints()) == []
+    south_november = report_build(actor=make_user(company=south), company=south, month=NOV)
+    assert {row["company_name"]: row["endpoint_usage"] for row in south_november.rows} == {"South": 3, "Acme": 3}
+
+
+def test_H5_U12_late_data_after_a_move_is_the_old_partners_adjustment(moved):
+    north, south, acme, stay = moved
+    Machine(acme, now=at(OCT, 1)).beat(at(OCT, 20))
+    usage_company_rollup(company_id=acme.pk)
+    adjustment = LateAdjustment.objects.get(company=acme)
+    assert adjustment.month == OCT and f"/{north.pk}/" in adjustment.lineage
+    reported = adjustment.reported_in
+    assert usage_totals(company=north, month=reported)["late_adjustments"]["endpoint_usage"] == 1
+    assert usage_totals(company=south, month=reported)["late_adjustments"] == {}
