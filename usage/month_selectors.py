@@ -202,11 +202,14 @@ def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTH
     return [{**row, "finalized": bool(row["finalized"])} for row in sums]
 
 
-def usage_children(*, company: Company, month: dt.date, limit: int = 500) -> list[dict]:
+CHILDREN_LIMIT = 500  # rows on the Usage page; the page says when a partner has more (the report lists all)
+
+
+def usage_children(*, company: Company, month: dt.date, limit: int | None = None) -> list[dict]:
     """The companies directly below `company`, each with its subtree's licensed endpoints and endpoint
     usage for the month (U13, "only direct companies"). One query."""
     with connection.cursor() as cursor:
         cursor.execute(CHILDREN_SQL, {"month": month, "under": f"%{under(company)}%", "parent": company.pk,
-                                      "limit": limit})
+                                      "limit": limit or CHILDREN_LIMIT})
         return [{"id": pk, "name": name, "type": type_, "licensed_endpoints": licensed, "endpoint_usage": usage}
                 for pk, name, type_, licensed, usage in cursor.fetchall()]

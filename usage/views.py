@@ -54,6 +54,7 @@ class UsageView(PageView):
             "seats": seat_state_counts(company=company, subtree=subtree),
             "history": usage_history(company=company, subtree=subtree),
             "children": usage_children(company=company, month=month) if is_partner else [],
+            "children_total": company.children.count() if is_partner else 0,
             "scope": scope,
             "refresh_seconds": REFRESH_SECONDS if detail["status"] == "open" else None,
         }

@@ -92,6 +92,17 @@ def test_U13_partner_page_sums_its_subtree_and_lists_companies_below(tree):
     assert figure(own, "endpoint_usage") == "0"
 
 
+def test_U13_a_long_list_of_companies_below_says_it_is_cut(tree, monkeypatch):
+    from usage import month_selectors
+
+    html = signed_in(tree.users["Harbor MSP"]).get("/usage/").content.decode()
+    assert 'data-testid="usage-children-more"' not in html
+    monkeypatch.setattr(month_selectors, "CHILDREN_LIMIT", 1)
+    html = signed_in(tree.users["Harbor MSP"]).get("/usage/").content.decode()
+    assert f'data-company="{tree.dental.pk}"' in html and f'data-company="{tree.legal.pk}"' not in html
+    assert "Showing the first 1 of 2 companies" in html
+
+
 def test_R7_partner_opens_a_company_below_and_seat_states(tree):
     html = signed_in(tree.users["Harbor MSP"]).get(f"/usage/{tree.dental.pk}/").content.decode()
     assert "Usage of Dental" in html and figure(html, "licensed_endpoints") == "3"

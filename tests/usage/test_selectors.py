@@ -159,3 +159,22 @@ def test_U12_a_month_is_final_for_a_subtree_once_its_rows_are_even_before_the_wh
     assert status(done) == ("finalized", True)
     assert status(open_partner) == ("awaiting close", False)
     assert status(stuck) == ("awaiting close", False)
+
+
+def test_U12_a_month_before_the_company_existed_is_final_not_awaiting_close_forever(platform):
+    from usage.month_selectors import usage_month_detail
+
+    partner = make_partner(parent=platform)
+    make_company(parent=partner)
+    # no close of January 2001 will ever run: nothing in the subtree existed to wait for
+    assert usage_month_detail(company=partner, month=dt.date(2001, 1, 1))["status"] == "finalized"
+    # the month they live in is open; once it ended it would wait for their rows to be finalized
+    from django.utils import timezone
+    from freezegun import freeze_time
+
+    from usage.rollups import month_start
+
+    current = month_start(timezone.now())
+    assert usage_month_detail(company=partner, month=current)["status"] == "open"
+    with freeze_time(current + dt.timedelta(days=33)):
+        assert usage_month_detail(company=partner, month=current)["status"] == "awaiting close"
