@@ -2,11 +2,11 @@
 
 import datetime as dt
 
-from django.db.models import CharField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db import connection
+from django.db.models import Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
 
 from companies.models import Company, PartnerPlan
-from usage.models import CompanyMonthUsage
 
 from .models import PsaAddition, PsaConnection, SyncAttempt
 
@@ -31,16 +31,24 @@ def billed_companies(*, partner: Company) -> QuerySet[Company]:
 
 def active_endpoint_counts(*, company_ids: list[int], month: dt.date) -> dict[int, int]:
     """Endpoints active in the month (at least one heartbeat) per company, a partner's subtree summed:
-    one query whatever the number of companies, from the rollups' company-month rows."""
-    # H5: the rows that were below the company and its partner in that month
-    usage = (CompanyMonthUsage.objects
-             .filter(month=month, lineage__contains=Concat(Value("/"), Cast(OuterRef("pk"), CharField()), Value("/")))
-             .filter(lineage__contains=Concat(Value("/"), Cast(OuterRef("parent_id"), CharField()), Value("/")))
-             .order_by().values("month").annotate(total=Sum("active_endpoints")).values("total"))
-    rows = (Company.objects.filter(pk__in=company_ids)
-            .annotate(active=Coalesce(Subquery(usage, output_field=IntegerField()), Value(0)))
-            .values_list("pk", "active"))
-    return dict(rows)
+    one query whatever the number of companies, from the rollups' company-month rows. H5: the rows
+    that were below the company *under its partner of today* in that month (a company that moved
+    since is not this partner's to bill for that month)."""
+    with connection.cursor() as cursor:
+        cursor.execute(ACTIVE_SQL, {"ids": list(company_ids), "month": month})
+        return dict(cursor.fetchall())
+
+
+ACTIVE_SQL = """
+SELECT c.id, COALESCE(sum(u.active_endpoints), 0)::int
+FROM companies_company c
+LEFT JOIN (usage_companymonthusage u
+           CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id))
+     ON u.month = %(month)s AND a.id = c.id
+        AND strpos(u.lineage, '/' || c.parent_id || '/' || c.id || '/') > 0
+WHERE c.id = ANY(%(ids)s)
+GROUP BY c.id
+"""
 
 
 def connection_of(partner: Company) -> PsaConnection | None:

@@ -100,6 +100,11 @@ def seat_state_counts(*, company: Company, subtree: bool = True) -> dict[str, in
     return {state: counts[state] for state in SeatState.values}
 
 
+def _before(company: Company, month: dt.date) -> bool:
+    """Did `month` end before the company was added?"""
+    return month_start(company.created_at) > month
+
+
 def usage_month_detail(*, company: Company, month: dt.date, product_type: str = "",
                        subtree: bool | None = None) -> dict:
     """The month's figures as the report shows them: `usage_totals` (a partner's figures sum its
@@ -129,10 +134,13 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
     own_final = own.finalized_at if own and not subtree else None
     finalized_at = own_final or month_closed_at(company_ids=[company.pk], month=month)[company.pk]
     current = month_start(timezone.now())
+    status = "finalized" if finalized_at else ("open" if month == current else "awaiting close")
+    if status == "awaiting close" and not totals["companies"] and _before(company, month):
+        status = "finalized"  # ended before the company existed, nothing recorded: no close will come
     return {
         "company": company,
         "month": month,
-        "status": "finalized" if finalized_at else ("open" if month == current else "awaiting close"),
+        "status": status,
         "finalized_at": finalized_at,
         "computed_at": own.computed_at if own else None,
         "subtree": subtree,

@@ -74,17 +74,14 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
 # Per (company, month): when every company of the company's subtree that existed before the month
 # ended, or has a row for the month (its telemetry may be dated before it was added), had its row
 # for the month finalized (the latest of those times), or NULL while any row is missing or still open.
-# A month before any of them existed has nothing to wait for: closed when it ended.
 SUBTREE_CLOSED_SQL = """
 SELECT p.company_id, p.month,
-       CASE WHEN count(d.id) = 0 THEN (p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC'
-            WHEN count(d.id) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
+       CASE WHEN count(*) FILTER (WHERE u.finalized_at IS NULL) = 0 THEN max(u.finalized_at) END
 FROM unnest(%(ids)s::bigint[], %(months)s::date[]) AS p(company_id, month)
 JOIN public.companies_company c ON c.id = p.company_id
-LEFT JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%' AND (
-     d.created_at < ((p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC')
-     OR EXISTS (SELECT FROM public.usage_companymonthusage e WHERE e.company_id = d.id AND e.month = p.month))
+JOIN public.companies_company d ON d.lineage LIKE c.lineage || '%%'
 LEFT JOIN public.usage_companymonthusage u ON u.company_id = d.id AND u.month = p.month
+WHERE d.created_at < ((p.month + interval '1 month')::timestamp AT TIME ZONE 'UTC') OR u.id IS NOT NULL
 GROUP BY p.company_id, p.month
 """
 
