@@ -25,6 +25,10 @@ API_ROOT = "/v4_6_release/apis/3.0"
 PAGE_SIZE = 100
 MAX_PAGES = 50
 ANSWER_LIMIT = 500
+# B4: every 429 costs at least this long (a Retry-After of 0 or a past date would otherwise loop at full
+# speed), and a call gives up after this many requests however short the waits were
+MIN_RETRY_DELAY = 1.0
+MAX_ATTEMPTS = 6
 
 
 class PsaError(Exception):
@@ -62,13 +66,16 @@ def api_base(site: str) -> str:
 
 class ConnectWiseClient:
     def __init__(self, credentials: Credentials, *, timeout: float = 20.0, max_wait_seconds: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, max_attempts: int | None = None,
+                 min_retry_delay: float | None = None):
         self.credentials = credentials
         self.base = api_base(credentials.site)
         self.timeout = timeout
         # the total time 429 answers may keep one call waiting; past it the call fails (retryable)
         self.max_wait_seconds = max_wait_seconds
         self.sleep = sleep
+        self.max_attempts = MAX_ATTEMPTS if max_attempts is None else max_attempts
+        self.min_retry_delay = MIN_RETRY_DELAY if min_retry_delay is None else min_retry_delay
         self.last_status: int | None = None
 
     # --- transport ----------------------------------------------------------------------------------
@@ -84,8 +91,9 @@ class ConnectWiseClient:
         if params:
             url += "?" + urllib.parse.urlencode(params)
         data = json.dumps(body).encode() if body is not None else None
-        waited = 0.0
+        waited, attempts = 0.0, 0
         while True:
+            attempts += 1
             req = urllib.request.Request(url, data=data, method=method, headers=self._headers())  # noqa: S310
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as response:  # noqa: S310
@@ -96,9 +104,10 @@ class ConnectWiseClient:
                 self.last_status = error.code
                 text = _error_text(error)
                 if error.code == 429:
-                    delay = retry_after_seconds(error.headers.get("Retry-After"))
-                    if waited + delay > self.max_wait_seconds:
-                        raise PsaError(f"too many requests; retry after {delay:g} s", status=429) from None
+                    delay = max(retry_after_seconds(error.headers.get("Retry-After")), self.min_retry_delay)
+                    if attempts >= self.max_attempts or waited + delay > self.max_wait_seconds:
+                        raise PsaError(f"too many requests ({attempts} tries); retry after {delay:g} s",
+                                      status=429) from None
                     logger.info("connectwise.throttled", extra={"path": path, "retry_after": delay})
                     self.sleep(delay)
                     waited += delay

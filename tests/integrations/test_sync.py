@@ -85,6 +85,24 @@ def test_B4_client_honours_retry_after_on_429(cw):
     assert error.value.status == 429 and error.value.retryable
 
 
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_B4_a_zero_or_past_retry_after_still_waits_and_gives_up(cw, retry_after):
+    """Retry-After 0 (or a date gone by) used to add nothing to the waited time: 200 throttled
+    answers made 201 requests at full speed. Each retry now waits at least MIN_RETRY_DELAY and a
+    call stops after MAX_ATTEMPTS requests, failing retryably."""
+    from integrations import connectwise
+
+    cw.fail("GET", "/system/info", 429, retry_after=retry_after, times=200)
+    slept: list[float] = []
+    client = ConnectWiseClient(Credentials(cw.url, cw.company_id, cw.public_key, cw.private_key, cw.client_id),
+                               sleep=slept.append)
+    with pytest.raises(PsaError) as error:
+        client.system_info()
+    assert error.value.status == 429 and error.value.retryable
+    assert len(cw.calls("GET", "/system/info")) == connectwise.MAX_ATTEMPTS
+    assert slept == [connectwise.MIN_RETRY_DELAY] * (connectwise.MAX_ATTEMPTS - 1)
+
+
 def test_connection_test_reports_what_the_psa_answered(billing, cw):
     tested = connection_test(connection=billing.connection)
     assert tested.last_test_ok is True
