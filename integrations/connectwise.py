@@ -31,6 +31,17 @@ MIN_RETRY_DELAY = 1.0
 MAX_ATTEMPTS = 6
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: its target was never checked against private addresses, and urllib
+    would send the Authorization header along. The 3xx surfaces as an HTTPError instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
 class PsaError(Exception):
     """The PSA did not do what was asked. `status` is None when it could not be reached."""
 
@@ -96,7 +107,7 @@ class ConnectWiseClient:
             attempts += 1
             req = urllib.request.Request(url, data=data, method=method, headers=self._headers())  # noqa: S310
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as response:  # noqa: S310
+                with _OPENER.open(req, timeout=self.timeout) as response:
                     self.last_status = response.status
                     raw = response.read()
                     return json.loads(raw) if raw else None
@@ -112,6 +123,10 @@ class ConnectWiseClient:
                     self.sleep(delay)
                     waited += delay
                     continue
+                if 300 <= error.code < 400:
+                    target = error.headers.get("Location") or "another address"
+                    raise PsaError(f"ConnectWise sent a redirect to {target}; redirects are not followed. Enter the "
+                                   "site's final address.", status=error.code, retryable=False) from None
                 # B4: network, 4xx and 5xx failures alike are retried with back-off (bounded by the task)
                 raise PsaError(text, status=error.code) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:

@@ -70,6 +70,7 @@ class Fault:
     retry_after: str | None = None
     # the request is carried out and then answered with the error (an answer lost on the way)
     after_effect: bool = False
+    location: str | None = None  # a redirect's target (3xx)
 
 
 @dataclass
@@ -112,9 +113,9 @@ class FakeConnectWise:
         return row
 
     def fail(self, method: str, path_prefix: str, status: int, *, times: int = 1, retry_after: str | None = None,
-             after_effect: bool = False) -> None:
+             after_effect: bool = False, location: str | None = None) -> None:
         for _ in range(times):
-            self.faults.append(Fault(method, path_prefix, status, retry_after, after_effect))
+            self.faults.append(Fault(method, path_prefix, status, retry_after, after_effect, location))
 
     def calls(self, method: str, path_part: str = "") -> list[Received]:
         return [r for r in self.received if r.method == method and path_part in r.path]
@@ -137,6 +138,8 @@ class FakeConnectWise:
             if fault is not None:
                 self.faults.remove(fault)
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                if fault.location:
+                    extra["Location"] = fault.location
                 if fault.after_effect:
                     self._route(method, path, query, body)
                 return fault.status, {"code": "Fault", "message": f"Injected {fault.status}"}, extra

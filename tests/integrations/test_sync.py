@@ -113,6 +113,18 @@ def test_connection_test_reports_what_the_psa_answered(billing, cw):
     assert tested.last_test_answer == "ConnectWise answered 401: Authentication failed"
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_B1_X2_redirects_are_refused_not_followed(billing, cw, status):
+    """A redirect would carry the request (and its Authorization header) to an address that was
+    never checked against private networks: the client refuses it and says so."""
+    cw.fail("GET", "/system/info", status, location=f"{cw.url}/elsewhere/system/info")
+    tested = connection_test(connection=billing.connection)
+    assert tested.last_test_ok is False
+    assert f"ConnectWise answered {status}" in tested.last_test_answer
+    assert "redirect" in tested.last_test_answer
+    assert [r.path for r in cw.received if "/elsewhere" in r.path] == []
+
+
 # --- B1: mappings --------------------------------------------------------------------------------------
 
 def test_B1_names_match_case_sensitively_and_mismatches_are_reported_per_company(billing, cw):
