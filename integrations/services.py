@@ -75,8 +75,12 @@ def _connection_audit(connection: PsaConnection) -> dict:
 
 
 def _validate_site(site: str) -> str | None:
-    parts = urllib.parse.urlsplit(site)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urllib.parse.urlsplit(site)
+        parts.port  # noqa: B018 - X2: a port out of range raises here, not later in every request
+    except ValueError:  # "https://[zz" (a broken IPv6 literal), "https://x:99999"
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         return "Enter the address of your ConnectWise site, like https://na.myconnectwise.net."
     if parts.scheme == "http" and parts.hostname not in LOCAL_HOSTS and not settings.DEBUG:
         return "Use an https:// address: the keys must not travel unencrypted."

@@ -64,6 +64,15 @@ def test_bad_connection_input_names_the_field(billing, client):
     assert 'data-field="site"' in body and 'data-field="private_key"' in body
 
 
+@pytest.mark.django_db
+def test_X2_a_broken_site_address_answers_400_naming_the_field(billing, client):
+    _signed_in(client, billing.admin)
+    response = client.post(reverse("integrations:connection"), {"site": "https://[zz", "psa_company_id": "x",
+                                                                "client_id": "y"})
+    assert response.status_code == 400
+    assert 'data-field="site"' in response.content.decode()
+
+
 @pytest.fixture
 def outsiders(billing, platform):
     sibling = make_partner(parent=platform, name="Upsilon Sibling")

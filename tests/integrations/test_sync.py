@@ -190,6 +190,17 @@ def test_connection_fields_are_validated_by_name(billing):
     assert set(error.value.message_dict) == {"site", "psa_company_id", "private_key"}
 
 
+@pytest.mark.parametrize("site", ["https://[zz", "https://[::1", "https://na.myconnectwise.net:99999"])
+def test_X2_an_unparsable_site_is_a_field_error_not_a_crash(billing, cw, site):
+    with pytest.raises(ValidationError) as error:
+        connection_save(actor=billing.admin, partner=billing.partner, site=site, psa_company_id=cw.company_id,
+                        client_id="c", public_key="p", private_key="k")
+    assert set(error.value.message_dict) == {"site"}
+    assert "Enter the address of your ConnectWise site" in error.value.message_dict["site"][0]
+    billing.connection.refresh_from_db()
+    assert billing.connection.site == cw.url  # nothing stored is lost
+
+
 @pytest.mark.parametrize("site", ["http://127.0.0.1:8000", "https://localhost", "https://10.1.2.3",
                                   "https://169.254.169.254", "https://[::1]", "https://192.168.0.10:8443"])
 def test_B1_X2_in_production_the_site_must_be_a_public_address(billing, cw, settings, site):
