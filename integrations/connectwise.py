@@ -177,18 +177,31 @@ class ConnectWiseClient:
                             conditions=f"description={quote_condition(description)}")
 
     def addition_create(self, *, agreement_ref: int, product_ref: int, quantity: int, effective_date: dt.date,
-                        description: str) -> dict:
+                        cancelled_date: dt.date, description: str) -> dict:
+        """An addition is billed on every invoice from its effective date to its cancelled date: a
+        month's addition runs from the month's first day to its last, so each invoice bills its month."""
         return self.request("POST", f"/finance/agreements/{int(agreement_ref)}/additions", body={
             "product": {"id": int(product_ref)},
             "quantity": quantity,
             "billCustomer": "Billable",
-            "effectiveDate": f"{effective_date.isoformat()}T00:00:00Z",
+            "effectiveDate": psa_date(effective_date),
+            "cancelledDate": psa_date(cancelled_date),
             "description": description,
         }) or {}
 
-    def addition_update_quantity(self, *, agreement_ref: int, addition_ref: int, quantity: int) -> dict:
+    def addition_update(self, *, agreement_ref: int, addition_ref: int, quantity: int,
+                        cancelled_date: dt.date | None = None) -> dict:
+        """The quantity, and (given) the cancelled date again, so an addition never stays open-ended."""
+        operations = [{"op": "replace", "path": "quantity", "value": quantity}]
+        if cancelled_date is not None:
+            operations.append({"op": "replace", "path": "cancelledDate", "value": psa_date(cancelled_date)})
         return self.request("PATCH", f"/finance/agreements/{int(agreement_ref)}/additions/{int(addition_ref)}",
-                            body=[{"op": "replace", "path": "quantity", "value": quantity}]) or {}
+                            body=operations) or {}
+
+
+def psa_date(day: dt.date) -> str:
+    """ConnectWise dates are ISO 8601 in UTC: 2026-11-30T00:00:00Z."""
+    return f"{day.isoformat()}T00:00:00Z"
 
 
 def retry_after_seconds(value: str | None, *, default: float = 5.0) -> float:

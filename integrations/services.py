@@ -6,6 +6,7 @@ is kept as soon as it is known, and before creating one the sync looks for an ad
 earlier whose answer was lost, so a retry or a re-run updates instead of creating a second one.
 """
 
+import calendar
 import datetime as dt
 import ipaddress
 import logging
@@ -23,7 +24,7 @@ from companies.models import Company, CompanyType, PartnerPlan, User
 from usage.rollups import month_previous, month_start
 from usage.selectors import month_closed_at
 
-from .connectwise import ConnectWiseClient, Credentials, PsaError
+from .connectwise import ConnectWiseClient, Credentials, PsaError, psa_date
 from .crypto import SecretUnreadable, decrypt, encrypt
 from .models import (
     CompanyMapping,
@@ -48,6 +49,12 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 def addition_description(*, company: Company, month: dt.date) -> str:
     """What the addition says on the invoice; also how the sync recognises an addition it created."""
     return f"GZ Console endpoints {month:%Y-%m} (company {company.pk})"
+
+
+def month_last_day(month: dt.date) -> dt.date:
+    """B3: an addition's cancelled date. ConnectWise bills an addition on every invoice from its effective
+    date until its cancelled date; without one, month N's invoice would bill the additions of months 1..N."""
+    return month.replace(day=calendar.monthrange(month.year, month.month)[1])
 
 
 class KeysUnreadable(PsaError):
@@ -384,8 +391,8 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
         # the partner mapped the company to another agreement: the month's addition moves there, and
         # the one on the old agreement is set to 0 first so the month is never billed twice (B4)
         if addition.addition_ref is not None:
-            client.addition_update_quantity(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
-                                            quantity=0)
+            client.addition_update(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
+                                   quantity=0, cancelled_date=month_last_day(month))
         addition.addition_ref = None
     addition.agreement_ref = mapping.agreement_ref
     description = addition_description(company=company, month=month)
@@ -396,21 +403,24 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
         if found:
             addition.addition_ref = found[0]["id"]
             addition.save(update_fields=["addition_ref", "agreement_ref"])
-            if found[0].get("quantity") == count:
+            if found[0].get("quantity") == count and found[0].get("cancelledDate") == psa_date(month_last_day(month)):
                 attempt.operation, attempt.http_status = "unchanged", client.last_status
                 attempt.answer = f"ConnectWise answered {client.last_status}: addition {found[0]['id']} already " \
                                  f"has quantity {count}."
                 return
     if addition.addition_ref is None:
         created = client.addition_create(agreement_ref=mapping.agreement_ref, product_ref=mapping.product_ref,
-                                         quantity=count, effective_date=month, description=description)
+                                         quantity=count, effective_date=month, cancelled_date=month_last_day(month),
+                                         description=description)
         addition.addition_ref = created["id"]
         attempt.operation = "create"
         attempt.answer = f"ConnectWise answered {client.last_status}: created addition {created['id']} " \
                          f"with quantity {created.get('quantity', count)}."
     else:
-        updated = client.addition_update_quantity(agreement_ref=mapping.agreement_ref,
-                                                  addition_ref=addition.addition_ref, quantity=count)
+        # the cancelled date goes again with every update (the final one too): an addition made without one
+        # would otherwise stay on every later invoice
+        updated = client.addition_update(agreement_ref=mapping.agreement_ref, addition_ref=addition.addition_ref,
+                                         quantity=count, cancelled_date=month_last_day(month))
         attempt.operation = "update"
         attempt.answer = f"ConnectWise answered {client.last_status}: addition {addition.addition_ref} " \
                          f"now has quantity {updated.get('quantity', count)}."

@@ -1,10 +1,13 @@
 """A local ConnectWise PSA (Manage) REST API for the tests: the endpoints the sync uses, from the
 published API reference, with its authentication, `conditions` filtering (compared without regard
 to case, as the PSA's database does), `page`/`pageSize` paging, agreement additions (POST to create,
-PATCH with JSON Patch to change the quantity), and 429/500 answers on demand. Everything it
+PATCH with JSON Patch to change the quantity), and 429/500 answers on demand. An addition is on
+every invoice from its effectiveDate to its cancelledDate (open-ended without one): `billed_in`
+says which additions an agreement's invoice for a month carries. Everything it
 receives is recorded so tests can assert on what was sent."""
 
 import base64
+import datetime as dt
 import json
 import re
 import threading
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 API = "/v4_6_release/apis/3.0"
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")  # ConnectWise dates: ISO 8601, UTC
 CONDITION = re.compile(r'\s*([\w/]+)\s*(=|!=)\s*("(?:[^"\\]|\\.)*"|\d+|true|false)\s*', re.IGNORECASE)
 
 
@@ -120,6 +124,18 @@ class FakeConnectWise:
     def calls(self, method: str, path_part: str = "") -> list[Received]:
         return [r for r in self.received if r.method == method and path_part in r.path]
 
+    def billed_in(self, agreement_id: int, month: dt.date) -> list[dict]:
+        """The additions the agreement's invoice for `month` bills: effective by the month's end and not
+        cancelled before it starts."""
+        following = (month.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        billed = []
+        for row in self.additions[agreement_id]:
+            effective = _day(row.get("effectiveDate")) or dt.date.min
+            cancelled = _day(row.get("cancelledDate")) or dt.date.max
+            if effective < following and cancelled >= month:
+                billed.append(row)
+        return billed
+
     def _id(self) -> int:
         self.next_id += 1
         return self.next_id
@@ -185,6 +201,8 @@ class FakeConnectWise:
             if not isinstance(body, dict) or not (body.get("product") or {}).get("id") or not body.get("billCustomer"):
                 return 400, {"code": "InvalidObject", "message": "product and billCustomer are required",
                              "errors": [{"code": "NullObject", "message": "product is required"}]}, {}
+            if problem := _dates_problem(body):
+                return 400, {"code": "InvalidObject", "message": problem}, {}
             row = {**body, "id": self._id(), "agreementId": agreement_id}
             rows.append(row)
             return 201, row, {}
@@ -195,13 +213,30 @@ class FakeConnectWise:
             for op in body:
                 if op.get("op") != "replace":
                     return 400, {"code": "InvalidObject", "message": "only replace is supported"}, {}
-                row[op["path"].strip("/")] = op["value"]
+            changed = {**row, **{op["path"].strip("/"): op["value"] for op in body}}
+            if problem := _dates_problem(changed):
+                return 400, {"code": "InvalidObject", "message": problem}, {}
+            row.update(changed)
             return 200, row, {}
         return 405, {"code": "MethodNotAllowed", "message": method}, {}
 
 
 class BadRequest(Exception):
     pass
+
+
+def _day(value) -> dt.date | None:
+    return dt.date.fromisoformat(value[:10]) if value else None
+
+
+def _dates_problem(row: dict) -> str | None:
+    for key in ("effectiveDate", "cancelledDate"):
+        value = row.get(key)
+        if value is not None and not (isinstance(value, str) and DATE.fullmatch(value)):
+            return f"{key} must be an ISO 8601 UTC date like 2026-11-30T00:00:00Z"
+    if row.get("cancelledDate") and row.get("effectiveDate") and row["cancelledDate"] < row["effectiveDate"]:
+        return "cancelledDate must not be before effectiveDate"
+    return None
 
 
 def serve(fake: FakeConnectWise):

@@ -20,6 +20,7 @@ from integrations.services import (
     connection_save,
     connection_test,
     mapping_save,
+    month_last_day,
     partner_plan_set,
     sync_due,
 )
@@ -280,7 +281,9 @@ def test_B3_one_addition_per_company_and_month_updated_as_the_count_grows(billin
     assert addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=3)) is None
     update = addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=4))
     assert (update.operation, update.quantity) == ("update", 5)
-    assert cw.calls("PATCH")[-1].body == [{"op": "replace", "path": "quantity", "value": 5}]
+    assert cw.calls("PATCH")[-1].body == [{"op": "replace", "path": "quantity", "value": 5},
+                                          {"op": "replace", "path": "cancelledDate",
+                                           "value": f"{month_last_day(month).isoformat()}T00:00:00Z"}]
     # nothing changed: nothing sent
     assert addition_sync(company_id=billing.alpha.pk, month=month, now=start + dt.timedelta(hours=9)) is None
 
@@ -297,6 +300,38 @@ def test_B3_one_addition_per_company_and_month_updated_as_the_count_grows(billin
                         now=dt.datetime(following.year, following.month, 1, 1, tzinfo=dt.UTC))
     assert nxt.operation == "create"
     assert sorted(a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]) == [1, 5]
+
+
+def test_B3_each_month_is_billed_on_its_own_invoice_only(billing, cw):
+    """ConnectWise bills an addition on every invoice from its effectiveDate until its cancelledDate:
+    a month's addition is cancelled on the month's last day ("the usage record remains open during
+    the entire month"), and the final push keeps it so; otherwise month N's invoice would bill the
+    additions of months 1..N."""
+    _map(billing, billing.alpha, billing.cw_alpha)
+    october, november = dt.date(2026, 10, 1), dt.date(2026, 11, 1)
+    set_active(billing.alpha, october, 4)
+    set_active(billing.alpha, november, 6)
+    addition_sync(company_id=billing.alpha.pk, month=october, now=dt.datetime(2026, 10, 1, 0, 20, tzinfo=dt.UTC))
+    post = cw.calls("POST")[-1].body
+    assert (post["effectiveDate"], post["cancelledDate"]) == ("2026-10-01T00:00:00Z", "2026-10-31T00:00:00Z")
+    set_active(billing.alpha, october, 5)  # the final count, pushed after the month
+    at = dt.datetime(2026, 11, 1, 1, 20, tzinfo=dt.UTC)
+    assert addition_sync(company_id=billing.alpha.pk, month=october, now=at).operation == "update"
+    addition_sync(company_id=billing.alpha.pk, month=november, now=at)
+    assert cw.calls("POST")[-1].body["cancelledDate"] == "2026-11-30T00:00:00Z"
+
+    agreement = billing.alpha_agreement["id"]
+    assert [(a["quantity"], a["cancelledDate"]) for a in cw.billed_in(agreement, october)] == [
+        (5, "2026-10-31T00:00:00Z")]
+    assert [a["quantity"] for a in cw.billed_in(agreement, november)] == [6]
+    assert cw.billed_in(agreement, dt.date(2026, 12, 1)) == []
+
+    # an addition left open-ended (made before this rule) is closed by its next update
+    cw.additions[agreement][-1].pop("cancelledDate")
+    set_active(billing.alpha, november, 7)
+    addition_sync(company_id=billing.alpha.pk, month=november, now=at, force=True)
+    assert cw.billed_in(agreement, dt.date(2027, 1, 1)) == []
+    assert month_last_day(dt.date(2028, 2, 1)) == dt.date(2028, 2, 29)
 
 
 def test_B3_count_is_endpoints_with_a_heartbeat_in_the_month(billing, cw):
