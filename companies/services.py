@@ -8,6 +8,7 @@ sent on commit.
 import functools
 import hashlib
 import secrets
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,6 +88,8 @@ def _validate_company_details(*, name: str, type: str, country: str, field_of_ac
         errors["name"] = "Enter the company name."
     elif len(name) > 200:
         errors["name"] = "The company name can have at most 200 characters."
+    elif any(unicodedata.category(c) == "Cc" for c in name):  # a line break would break email subjects
+        errors["name"] = "The company name cannot contain line breaks, tabs or other control characters."
     if type not in CompanyType.values:
         errors["type"] = "Choose partner or customer."
     if country and country not in dict(countries):

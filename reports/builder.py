@@ -170,13 +170,13 @@ def report_access(actor: User, company_id) -> Company:
 
 
 def month_parse(value) -> dt.date:
-    """'2026-11' or a date -> the first day of that month; a clear error naming the field."""
+    """'2026-11' or a date -> the first day of that month, from 2000-01 up to the current month (as
+    every other month input: usage_month_parse); a clear error naming the field."""
+    from usage.month_selectors import usage_month_parse
+
     if isinstance(value, dt.date):
-        return value.replace(day=1)
-    try:
-        return dt.datetime.strptime(str(value), "%Y-%m").date()  # noqa: DTZ007 - a calendar month, no time
-    except ValueError:
-        raise ValidationError({"month": "Enter the month as YYYY-MM."}) from None
+        value = f"{value:%Y-%m}"
+    return usage_month_parse(str(value) if value is not None else "")
 
 
 def report_build(*, actor: User, company: Company, month: dt.date, kind: str = "endpoint",

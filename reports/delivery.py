@@ -241,7 +241,7 @@ def report_email_build(*, item: ReportFile, recipient: User, sender: str) -> Rep
         "options": report_options_from(item.options).describe(),
         "history_url": settings.CONSOLE_URL + reverse("reports:history"),
     }
-    subject = f"{item.title}"
+    subject = " ".join(item.title.split())  # a name stored before names were checked may hold a line break
     message = ReportEmail(
         subject=subject,
         body=render_to_string("reports/email.txt", context),
@@ -363,7 +363,7 @@ def report_run_waits_for_close(*, run_id: int, countdown: int) -> bool:
     late adjustment in the next report. Until then it waits; its page shows when it looks again.
     True when it has to wait."""
     run = ReportRun.objects.filter(pk=run_id).values("schedule_id", "month", "status", "company_id").first()
-    if run is None or run["schedule_id"] is None or run["status"] == RunStatus.SENT:
+    if run is None or run["schedule_id"] is None or run["status"] in (RunStatus.SENT, RunStatus.CANCELLED):
         return False
     if month_closed_at(company_ids=[run["company_id"]], month=run["month"])[run["company_id"]] is not None:
         return False
@@ -374,8 +374,8 @@ def report_run_waits_for_close(*, run_id: int, countdown: int) -> bool:
 def report_run_deliver(*, run_id: int, final_attempt: bool = False) -> DeliverOutcome:
     """Send every delivery of the run that is not sent yet; record each outcome; set the run's status."""
     run = ReportRun.objects.select_related("owner", "company", "requested_by").get(pk=run_id)
-    if run.status == RunStatus.SENT:
-        return _outcome(run)  # a duplicate task: nothing left to send
+    if run.status in (RunStatus.SENT, RunStatus.CANCELLED):
+        return _outcome(run)  # a duplicate task, or its schedule was deleted: nothing (more) to send
     ReportRun.objects.filter(pk=run.pk).update(
         status=RunStatus.RUNNING, started_at=Coalesce("started_at", Now()), next_retry_at=None,
         attempts=F("attempts") + 1)

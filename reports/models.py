@@ -112,6 +112,7 @@ class RunStatus(models.TextChoices):
     RETRYING = "retrying", "Waiting to retry"
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled (schedule deleted)"
 
 
 class ReportRun(models.Model):
@@ -148,7 +149,7 @@ class ReportRun(models.Model):
 
     @property
     def is_final(self) -> bool:
-        return self.status in (RunStatus.SENT, RunStatus.FAILED)
+        return self.status in (RunStatus.SENT, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 class DeliveryStatus(models.TextChoices):

@@ -31,10 +31,27 @@ class _Line:
         self.value += text
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value):
+    """A text cell a spreadsheet would run as a formula (a company name or hostname starting with =,
+    +, -, @, tab or CR) is written with a leading apostrophe; numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv_line(writer, buffer: _Line, values) -> str:
     buffer.value = ""
-    writer.writerow(values)
+    writer.writerow([_cell(value) for value in values])
     return buffer.value
+
+
+def _css_string(text: str) -> str:
+    """`text` for a CSS string in double quotes: anything but plain letters, digits and a few signs is
+    a CSS escape, so quotes, backslashes, newlines and markup in names print as themselves."""
+    return "".join(c if c.isalnum() or c in " .,_()/:·" else f"\\{ord(c):x} " for c in text)
 
 
 def report_csv_iter(report: Report) -> Iterator[str]:
@@ -46,6 +63,14 @@ def report_csv_iter(report: Report) -> Iterator[str]:
         yield _csv_line(writer, buffer, [header for _, header in report.columns])
         for row in report.rows:
             yield _csv_line(writer, buffer, [row[key] for key, _ in report.columns])
+    late_months, late = report_late_adjustments(report)
+    if late:  # U12: what is billed with this month for months already finalized, as the page and PDF show
+        months = ", ".join(f"{month:%B %Y}" for month in late_months)
+        yield _csv_line(writer, buffer, [])
+        yield _csv_line(writer, buffer, [f"Late adjustments to {months} (arrived after the month was finalized; "
+                                         "bill these changes with this month)"])
+        yield _csv_line(writer, buffer, [header for header, _ in late])
+        yield _csv_line(writer, buffer, [delta for _, delta in late])
     if report.kind != "endpoint":
         return
     if report.show_company_rows:
@@ -210,6 +235,7 @@ def report_pdf(report: Report) -> bytes:
         "totals": report_totals_list(report),
         **dict(zip(("late_months", "late"), report_late_adjustments(report), strict=True)),
         "mixed": report_mixed_products(report),
+        "footer": _css_string(f"{report.title} · {report.company.name} · {report.month_label}"),
     })
     out = io.BytesIO()
     HTML(string=html, base_url=str(settings.BASE_DIR)).write_pdf(out)

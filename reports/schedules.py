@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Max, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from companies.audit import audit_record, snapshot
@@ -173,8 +174,12 @@ def schedule_pause(*, actor: User, schedule: ReportSchedule, paused: bool) -> Re
 
 @transaction.atomic
 def schedule_delete(*, actor: User, schedule: ReportSchedule) -> None:
-    """The schedule and its beat entry go; its runs stay in the run history."""
+    """The schedule and its beat entry go; its runs stay in the run history. A run not sent yet (one
+    waiting for its month's close, or for a retry) is cancelled: deleting a schedule stops its emails."""
     schedule = ReportSchedule.objects.select_for_update().get(pk=access_report_schedule(actor, schedule.pk).pk)
+    schedule.runs.exclude(status__in=[RunStatus.SENT, RunStatus.FAILED, RunStatus.CANCELLED]).update(
+        status=RunStatus.CANCELLED, next_retry_at=None, finished_at=timezone.now(),
+        last_error="The schedule was deleted before this run was sent; nothing more is sent.")
     before = _audit_state(schedule)
     audit_record(actor=actor, company=actor.company, action="report_schedule.delete", obj=schedule,
                  before=before, after={})

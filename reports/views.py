@@ -1,6 +1,5 @@
 """Report pages and exports: parse the options, build the report once, render it (R1-R6)."""
 
-import datetime as dt
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -14,7 +13,16 @@ from companies.access import access_company_network
 from companies.views import PageView
 from usage.rollups import month_previous
 
-from .builder import DRILL_COLUMNS, KIND_TITLES, KINDS, PRODUCT_TYPES, ReportOptions, report_access, report_build
+from .builder import (
+    DRILL_COLUMNS,
+    KIND_TITLES,
+    KINDS,
+    PRODUCT_TYPES,
+    ReportOptions,
+    month_parse,
+    report_access,
+    report_build,
+)
 from .models import ReportPreference
 from .render import (
     report_chart_svg,
@@ -40,10 +48,18 @@ class ReportForm(forms.Form):
     only_endpoint_details = forms.BooleanField(required=False)
     only_direct = forms.BooleanField(required=False)
 
+    def clean_month(self):
+        value = self.cleaned_data["month"]
+        if value:
+            try:
+                month_parse(value)  # X2: 2000-01 up to the current month, as everywhere else
+            except ValidationError as error:
+                raise forms.ValidationError(error.message_dict["month"]) from None
+        return value
+
     def report_arguments(self, actor) -> dict:
         data = self.cleaned_data
-        month = (dt.datetime.strptime(data["month"], "%Y-%m").date()  # noqa: DTZ007 - a calendar month
-                 if data["month"] else month_previous(timezone.now()))
+        month = month_parse(data["month"]) if data["month"] else month_previous(timezone.now())
         return {
             "actor": actor,
             "company": report_access(actor, data["company"] or actor.company_id),

@@ -250,7 +250,7 @@ def test_R5_send_now_page_queues_a_run_and_names_bad_fields(platform, smtp, medi
 
     bad = client.post("/reports/send", {"company": tree.a.pk, "month": "2026-13", "kind": "endpoint",
                                         "recipients": [tree.p_admin.pk]})
-    assert bad.status_code == 400 and "Enter the month as YYYY-MM." in bad.content.decode()
+    assert bad.status_code == 400 and "Give a month as YYYY-MM" in bad.content.decode()
     bad = client.post("/reports/send", {"company": tree.a.pk, "month": "2026-11", "kind": "endpoint",
                                         "recipients": [tree.s_admin.pk]})
     assert bad.status_code == 400 and 'data-field="recipients"' in bad.content.decode()

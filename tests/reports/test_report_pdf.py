@@ -167,16 +167,21 @@ def test_R4_U12_late_adjustments_show_in_the_next_report_page_and_pdf(client, pl
     december = dt.date(2026, 12, 1)
     admin = admin_of(partner)
 
-    report = report_build(actor=admin, company=partner, month=december)
-    path = tmp_path / "december.pdf"
-    path.write_bytes(report_pdf(report))
+    from freezegun import freeze_time
+
+    with freeze_time("2026-12-02 08:00:00"):  # December's report exists once December has begun
+        report = report_build(actor=admin, company=partner, month=december)
+        path = tmp_path / "december.pdf"
+        path.write_bytes(report_pdf(report))
     text = pdf_text(path)
     assert "Late adjustments to November 2026" in text
     assert "Licensed endpoints: +1" in text and "Patch Management usage: +1" in text
 
-    client.force_login(User.objects.get(pk=admin.pk))
-    page = client.get(f"{reverse('reports:index')}?company={partner.pk}&month=2026-12").content.decode()
+    with freeze_time("2026-12-02 08:00:00"):
+        client.force_login(User.objects.get(pk=admin.pk))
+        page = client.get(f"{reverse('reports:index')}?company={partner.pk}&month=2026-12").content.decode()
     assert 'data-testid="late-adjustments"' in page and "Late adjustments to November 2026" in page
     # November's own report is the frozen one, without the late endpoint
+    client.force_login(User.objects.get(pk=admin.pk))
     november = client.get(f"{reverse('reports:index')}?company={partner.pk}&month=2026-11").content.decode()
     assert 'data-testid="late-adjustments"' not in november
