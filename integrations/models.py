@@ -64,10 +64,13 @@ class CompanyMapping(models.Model):
 
 class PsaAddition(models.Model):
     """B3/B4: the one addition per company and month. Its PSA id is remembered as soon as it is
-    known, so retries and re-runs update it instead of creating a second one."""
+    known, so retries and re-runs update it instead of creating a second one. Its ids mean something
+    only in the PSA of `connection`, the one that made it: no other connection ever touches it (H5)."""
 
     company = models.ForeignKey(Company, related_name="psa_additions", on_delete=models.CASCADE)
     month = models.DateField()  # first day of the month
+    connection = models.ForeignKey(PsaConnection, related_name="additions", null=True, blank=True,
+                                   on_delete=models.SET_NULL)
     agreement_ref = models.IntegerField(null=True, blank=True)
     addition_ref = models.IntegerField(null=True, blank=True)
     quantity = models.IntegerField(null=True, blank=True)  # last quantity the PSA acknowledged

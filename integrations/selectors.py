@@ -62,7 +62,9 @@ def integration_page(*, partner: Company, month: dt.date) -> dict:
                      .annotate(monthly=Coalesce(Sum(1, filter=is_monthly_q()), Value(0)))
                      .select_related("psa_mapping"))
     counts = active_endpoint_counts(company_ids=[c.pk for c in companies], month=month)
-    additions = {a.company_id: a for a in PsaAddition.objects.filter(company__in=companies, month=month)}
+    # H5: only what this partner's connection sent (a company that moved in keeps its old partner's addition)
+    additions = {a.company_id: a for a in PsaAddition.objects.filter(company__in=companies, month=month,
+                                                                     connection=connection)} if connection else {}
     rows = []
     for company in companies:
         mapping = getattr(company, "psa_mapping", None)

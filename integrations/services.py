@@ -283,11 +283,17 @@ def mapping_save(*, actor: User, company: Company, psa_company: str, agreement_t
     if errors:
         raise ValidationError(errors)
     with transaction.atomic():
-        mapping = CompanyMapping.objects.select_for_update().filter(company=company).first()
+        mapping = (CompanyMapping.objects.select_for_update(of=("self",)).select_related("connection__company")
+                   .filter(company=company).first())
         before = {f: getattr(mapping, f) for f in MAPPING_AUDIT_FIELDS} if mapping else None
+        owner_changed = mapping is not None and mapping.connection_id != connection.pk
+        if owner_changed:
+            # H5/X1: the company moved and another partner bills it from now on: said in the log even when
+            # the names stay the same
+            before["billed_by"] = mapping.connection.company.name
         if mapping is None:
             mapping = CompanyMapping(company=company, connection=connection)
-        changed = before is None or before != values or mapping.connection_id != connection.pk
+        changed = before is None or owner_changed or before != values
         mapping.connection = connection
         for field, value in values.items():
             setattr(mapping, field, value)
@@ -295,8 +301,11 @@ def mapping_save(*, actor: User, company: Company, psa_company: str, agreement_t
             mapping.state, mapping.state_detail = MappingState.UNCHECKED, ""
             mapping.psa_company_ref = mapping.agreement_ref = mapping.product_ref = None
         mapping.save()
+        after = {**values, "company": company.name} if before is None else dict(values)
+        if owner_changed:
+            after["billed_by"] = partner.name
         audit_record(actor=actor, company=partner, action="integration.mapping", obj=mapping,
-                     before=before, after={**values, "company": company.name} if before is None else values)
+                     before=before, after=after)
     if check:
         mapping = mapping_check(mapping=mapping)
     return mapping
@@ -348,6 +357,7 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
     with transaction.atomic():
         # one sync per company-month at a time: a second worker waits here and then sees the id
         addition = PsaAddition.objects.select_for_update().get(company=company, month=month)
+        left_behind = _start_fresh_if_another_psa(addition=addition, connection=mapping.connection)
         if addition.addition_ref is not None and addition.quantity == count and not force:
             closed_at = month_closed_at(company_ids=[company.pk], month=month)[company.pk]
             if closed_at is not None and (addition.synced_at is None or addition.synced_at < closed_at):
@@ -372,11 +382,29 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         else:
             attempt.outcome = SyncOutcome.OK
             addition.quantity, addition.synced_at = count, now
+        if left_behind:
+            attempt.answer = f"{left_behind} {attempt.answer}"
         addition.save()
         attempt.save()
     logger.info("psa.sync", extra={"company": company.pk, "month": month.isoformat(), "quantity": count,
                                    "outcome": attempt.outcome, "status": attempt.http_status})
     return attempt
+
+
+def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection) -> str:
+    """H5: an addition's ids mean something only in the PSA of the connection that made it. When another
+    connection bills the company now (it moved to another partner, or the connection that made it was
+    removed), the addition stays where it is, left to its partner, and this connection's month starts
+    afresh in its own PSA. Returns what to tell the partner ("" when nothing changed hands)."""
+    if addition.connection_id == connection.pk or (addition.addition_ref is None and addition.agreement_ref is None):
+        addition.connection = connection
+        return ""
+    logger.info("psa.addition_left_behind", extra={
+        "company": addition.company_id, "month": addition.month.isoformat(), "previous_connection":
+        addition.connection_id, "connection": connection.pk, "addition": addition.addition_ref})
+    addition.connection = connection
+    addition.agreement_ref = addition.addition_ref = addition.quantity = addition.synced_at = None
+    return "The company was billed by another partner's ConnectWise this month; its addition there is left to it."
 
 
 def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAddition, company: Company,
@@ -402,7 +430,7 @@ def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAd
         found = [a for a in found if a.get("description") == description]
         if found:
             addition.addition_ref = found[0]["id"]
-            addition.save(update_fields=["addition_ref", "agreement_ref"])
+            addition.save(update_fields=["addition_ref", "agreement_ref", "connection"])
             if found[0].get("quantity") == count and found[0].get("cancelledDate") == psa_date(month_last_day(month)):
                 attempt.operation, attempt.http_status = "unchanged", client.last_status
                 attempt.answer = f"ConnectWise answered {client.last_status}: addition {found[0]['id']} already " \

@@ -12,14 +12,25 @@ AGREEMENT_TYPE = "Managed Security"
 PRODUCT = "GZ-ENDPOINT"
 
 
-@pytest.fixture
-def cw():
-    fake = FakeConnectWise()
+def _served(fake: FakeConnectWise):
     server, thread = serve(fake)
     yield fake
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@pytest.fixture
+def cw():
+    yield from _served(FakeConnectWise())
+
+
+@pytest.fixture
+def cw_other():
+    """A second partner's ConnectWise: its own keys, and ids numbered as the first one's are (ids of two
+    PSAs collide, so an id is only meaningful with the connection it came from)."""
+    yield from _served(FakeConnectWise(company_id="lambdamsp", public_key="pub-lambda", private_key="priv-lambda",
+                                       client_id="client-lambda"))
 
 
 def set_active(company, month: dt.date, count: int) -> None:

@@ -4,6 +4,7 @@ assert on what the PSA received."""
 import base64
 import datetime as dt
 import time
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -507,3 +508,64 @@ def test_B4_remapping_to_another_agreement_leaves_the_month_billed_once(billing,
     assert [(a["quantity"], a["description"]) for a in cw.additions[billing.alpha_agreement["id"]]] == [
         (0, description)]
     assert [(a["quantity"], a["description"]) for a in cw.additions[plus["id"]]] == [(6, description)]
+
+
+# --- H5: a company billed by another partner ------------------------------------------------------------
+
+@pytest.fixture
+def moved(billing, cw, cw_other, platform):
+    """Alpha, billed by Kappa for the month so far, moves under Lambda, which has its own ConnectWise
+    (numbered like Kappa's: the same agreement and addition ids mean other things there)."""
+    from companies.services import company_move
+    from tests.factories import make_user
+
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 5)
+    assert addition_sync(company_id=billing.alpha.pk, month=billing.month).operation == "create"
+    kappa_addition = cw.additions[billing.alpha_agreement["id"]][0]
+
+    lambda_ = make_partner(parent=platform, name="Lambda MSP")
+    lambda_admin = make_user(company=lambda_)
+    lambda_connection = connection_save(actor=lambda_admin, partner=lambda_, site=cw_other.url,
+                                        psa_company_id=cw_other.company_id, public_key=cw_other.public_key,
+                                        private_key=cw_other.private_key, client_id=cw_other.client_id)
+    cw_other.add_company("Unrelated", "Unrelated Ltd")  # Lambda's agreement for Alpha gets the id Kappa's has
+    other_alpha = cw_other.add_company("AlphaDental", "Alpha Dental")
+    other_agreement = cw_other.add_agreement(other_alpha, AGREEMENT_TYPE)
+    product = cw_other.add_product(PRODUCT)
+    # an unrelated addition in Lambda's PSA under the very ids Kappa's addition has
+    unrelated = {"id": kappa_addition["id"], "quantity": 40, "description": "Someone else's"}
+    cw_other.additions.setdefault(billing.alpha_agreement["id"], []).append(unrelated)
+    billing.alpha = company_move(actor=None, company=billing.alpha, new_parent=lambda_)
+    mapping = mapping_save(actor=lambda_admin, company=billing.alpha, psa_company="AlphaDental",
+                           agreement_type=AGREEMENT_TYPE, product_identifier=PRODUCT)
+    assert mapping.state == MappingState.OK
+    return SimpleNamespace(partner=lambda_, admin=lambda_admin, connection=lambda_connection,
+                           agreement=other_agreement, product=product, unrelated=unrelated,
+                           kappa_addition=kappa_addition)
+
+
+def test_H5_B4_after_a_move_the_new_partner_starts_its_own_addition_and_never_touches_the_old_one(
+        billing, cw, cw_other, moved):
+    kappa_requests = len(cw.received)
+    set_active(billing.alpha, billing.month, 6)
+    attempt = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert (attempt.outcome, attempt.operation, attempt.quantity) == ("ok", "create", 6)
+    assert attempt.connection_id == moved.connection.pk
+    # Lambda's PSA: its own addition on its own agreement; the unrelated addition is untouched
+    assert moved.agreement["id"] == billing.alpha_agreement["id"]
+    assert [(a["quantity"], a["description"]) for a in cw_other.additions[moved.agreement["id"]]] == [
+        (40, "Someone else's"), (6, addition_description(company=billing.alpha, month=billing.month))]
+    assert moved.unrelated["quantity"] == 40
+    assert cw_other.calls("PATCH") == []
+    # Kappa's addition is left to Kappa: nothing was sent there
+    assert len(cw.received) == kappa_requests and moved.kappa_addition["quantity"] == 5
+    addition = PsaAddition.objects.get(company=billing.alpha, month=billing.month)
+    assert (addition.connection_id, addition.agreement_ref, addition.quantity) == (
+        moved.connection.pk, moved.agreement["id"], 6)
+
+
+def test_H5_X1_a_change_of_the_partner_billing_a_company_is_audited(billing, moved):
+    event = AuditEvent.objects.filter(company=moved.partner, action="integration.mapping").latest("id")
+    assert event.before["billed_by"] == billing.partner.name
+    assert event.after["billed_by"] == moved.partner.name
