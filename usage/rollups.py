@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 
 from django.db import DatabaseError, connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 from django_tenants.utils import tenant_context
 
@@ -334,7 +335,12 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
 
 
 def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
-    """Upsert the month's usage rows in one statement; a finalized row never changes (U12)."""
+    """Upsert the month's usage rows in one statement; a finalized row never changes (U12). In a
+    month already closed, a company without a finalized row (added since, or missed by the close while
+    it was being added) gets one frozen as it stood (zero when it had none), so what it reports now
+    is a late adjustment like anyone's, not a silent change to a closed month."""
+    if MonthClose.objects.filter(month=month).exists():
+        _freeze_missing(month, figures_of)
     finalized = {row.company_id: row for row in CompanyMonthUsage.objects.filter(
         company_id__in=figures_of, month=month, finalized_at__isnull=False)}
     _record_late(month, list(finalized.values()), figures_of)
@@ -347,14 +353,28 @@ def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
                                               update_fields=fields)
 
 
+def _freeze_missing(month: dt.date, figures_of: dict[int, dict]) -> None:
+    now = timezone.now()
+    CompanyMonthUsage.objects.filter(company_id__in=figures_of, month=month, finalized_at__isnull=True) \
+        .update(finalized_at=now)
+    zero = dict.fromkeys(CompanyMonthUsage.FIGURES, 0)
+    CompanyMonthUsage.objects.bulk_create([
+        CompanyMonthUsage(company_id=company_id, month=month, computed_at=now, finalized_at=now,
+                          **{**figures, **zero, "data_retention": {}, "minimum_usage": None})
+        for company_id, figures in figures_of.items()], ignore_conflicts=True)
+
+
 RETENTION_DELTA = "data_retention:"  # a late change of a Data Retention tier's count (U8): "data_retention:<tier>"
 
 
 def _late_reported_in(month: dt.date) -> dt.date:
     """U12: the month whose report carries an adjustment to `month` recorded now: the first month
-    whose report is not made yet, i.e. after the newest closed month (a month's reports wait for its
-    close), and never earlier than the month after the adjustment's own."""
-    newest = MonthClose.objects.order_by("-month").values_list("month", flat=True).first()
+    whose report cannot have been made yet, i.e. after the newest month any company's close has
+    finalized (a report waits for its subtree's close), and never earlier than the month after the
+    adjustment's own. Data may show a month later than it could have, never in a report already sent."""
+    # the newest month any company's close has reached: a subtree's report may go out as soon as its own
+    # rows are final, before the whole installation's MonthClose
+    newest = CompanyMonthUsage.objects.filter(finalized_at__isnull=False).aggregate(newest=Max("month"))["newest"]
     after_close = month_start((newest or month) + dt.timedelta(days=31))
     return max(after_close, month_start(month + dt.timedelta(days=31)))
 
@@ -433,7 +453,9 @@ def heartbeats_pending(*, company: Company) -> int:
         return cursor.fetchone()[0]
 
 
-def _lock(company_ids: list[int]) -> None:
+def rollup_locks_take(company_ids: list[int]) -> None:
+    """The companies' rollup locks, to the end of the transaction (ascending: no deadlock between
+    takers); a company move takes them too, so no rollup stores a lineage read before the move."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(%s::bigint[]) AS k",
                        [sorted(ADVISORY_NAMESPACE + i for i in company_ids)])
@@ -475,7 +497,7 @@ def usage_rollup_companies(*, company_ids: list[int], months: list[dt.date] | No
 
 def _rollup_companies(company_ids: list[int], months: list[dt.date] | None) -> dict[int, list[dt.date]]:
     with transaction.atomic():
-        _lock(company_ids)
+        rollup_locks_take(company_ids)
         companies = list(Company.objects.filter(pk__in=company_ids).order_by("pk"))
         if not companies:
             return {}
@@ -536,6 +558,15 @@ def batches(ids: list[int], size: int | None = None) -> list[list[int]]:
 
 class MonthCloseIncomplete(Exception):
     """Some companies' last rollup failed: the others are finalized, the month is not closed yet."""
+
+
+def months_to_close(*, previous: dt.date) -> list[dt.date]:
+    """Ended months not closed yet, oldest first: the previous month, and any earlier one with usage
+    rows whose close never finished."""
+    closed = set(MonthClose.objects.values_list("month", flat=True))
+    earlier = set(CompanyMonthUsage.objects.filter(month__lt=previous).order_by().values_list("month", flat=True)
+                  .distinct())
+    return sorted((earlier | {previous}) - closed)
 
 
 def usage_month_close(*, month: dt.date, progress=None) -> int:

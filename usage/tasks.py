@@ -55,12 +55,21 @@ def refresh_open_month() -> int:
              autoretry_for=(OperationalError, MonthCloseIncomplete), retry_backoff=True, max_retries=5,
              soft_time_limit=3300, time_limit=3600)
 def month_close(self, month: str | None = None) -> int:
-    """Beat, on the 1st of each month: finalize the previous month (U12). Idempotent."""
-    from usage.rollups import month_previous, usage_month_close
+    """Beat, hourly: finalize the previous month (U12), and any earlier ended month a failing company
+    left unclosed, oldest first. Idempotent: a closed month is skipped at once."""
+    from usage.rollups import month_previous, months_to_close, usage_month_close
 
-    if month is None:
-        month = month_previous(dt.datetime.now(dt.UTC)).isoformat()
-    return usage_month_close(month=dt.date.fromisoformat(month))
+    if month is not None:
+        return usage_month_close(month=dt.date.fromisoformat(month))
+    done, incomplete = 0, []
+    for pending in months_to_close(previous=month_previous(dt.datetime.now(dt.UTC))):
+        try:
+            done += usage_month_close(month=pending)
+        except MonthCloseIncomplete as error:  # the later months still close; this one is retried
+            incomplete.append(str(error))
+    if incomplete:
+        raise MonthCloseIncomplete("; ".join(incomplete))
+    return done
 
 
 @shared_task(name="usage.purge_heartbeats", acks_late=True)

@@ -135,3 +135,47 @@ def test_U12_a_company_failing_alone_is_reported_as_failed_not_raised(platform):
     with connection.cursor() as cursor:
         cursor.execute(f'DROP TABLE "{company.schema_name}".telemetry_endpointmonth CASCADE')
     assert usage_rollup_batch(company_ids=[company.pk]) == ({}, [company.pk])
+
+
+def test_U12_late_data_goes_after_the_newest_finalized_month_even_before_the_month_close(platform):
+    """A subtree's report goes out once its own rows are final, before MonthClose is written (other
+    companies may still be failing): late data then belongs to the month after, not that report."""
+    company = company_with(platform, "endpoint_security", "a_la_carte")
+    Machine(company, now=at(SEP, 1)).beat(at(SEP, 10))
+    usage_month_close(month=SEP)
+    usage_company_rollup(company_id=company.pk, months=[OCT])
+    CompanyMonthUsage.objects.filter(company=company, month=OCT).update(finalized_at=timezone.now())
+    assert not MonthClose.objects.filter(month=OCT).exists()
+    Machine(company, now=at(SEP, 1)).beat(at(SEP, 12))
+    usage_company_rollup(company_id=company.pk)
+    assert LateAdjustment.objects.get(company=company).reported_in == NOV
+
+
+def test_U12_a_company_added_after_the_close_gets_a_frozen_month_and_its_data_is_late(platform):
+    north = make_partner(parent=platform)
+    old = make_company(parent=north)
+    Machine(old, now=at(OCT, 1)).beat(at(OCT, 10))
+    usage_month_close(month=OCT)
+    assert usage_totals(company=north, month=OCT)["figures"]["endpoint_usage"] == 1
+    newcomer = make_company(parent=north)  # added after October was closed
+    Machine(newcomer, now=at(OCT, 1)).beat(at(OCT, 25))  # dated in the closed month
+    usage_company_rollup(company_id=newcomer.pk)
+    row = CompanyMonthUsage.objects.get(company=newcomer, month=OCT)
+    assert row.finalized_at is not None and row.endpoint_usage == 0 and f"/{north.pk}/" in row.lineage
+    assert usage_totals(company=north, month=OCT)["figures"]["endpoint_usage"] == 1  # as closed
+    adjustment = LateAdjustment.objects.get(company=newcomer)
+    assert adjustment.delta == {"active_endpoints": 1, "licensed_endpoints": 1, "endpoint_usage": 1}
+    assert usage_totals(company=north, month=adjustment.reported_in)["late_adjustments"]["endpoint_usage"] == 1
+
+
+def test_U12_the_hourly_close_also_finishes_an_older_month_left_open(platform):
+    from usage.tasks import month_close
+
+    company = company_with(platform, "endpoint_security", "a_la_carte")
+    Machine(company, now=at(SEP, 1)).beat(at(SEP, 10)).beat(at(OCT, 10))
+    usage_company_rollup(company_id=company.pk, months=[SEP, OCT])  # September's close never finished
+    month_close.apply().get()
+    closed = sorted(MonthClose.objects.values_list("month", flat=True))
+    assert SEP in closed and month_start(month_start(timezone.now()) - dt.timedelta(days=1)) in closed
+    assert CompanyMonthUsage.objects.get(company=company, month=SEP).finalized_at is not None
+    assert month_close.apply().get() == 0  # nothing left: a no-op

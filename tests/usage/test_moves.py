@@ -94,3 +94,81 @@ def test_H5_U12_late_data_after_a_move_is_the_old_partners_adjustment(moved):
     reported = adjustment.reported_in
     assert usage_totals(company=north, month=reported)["late_adjustments"]["endpoint_usage"] == 1
     assert usage_totals(company=south, month=reported)["late_adjustments"] == {}
+
+
+def test_H5_R1_the_mixed_products_notice_of_a_closed_month_stays_after_a_move(platform):
+    from licensing.entitlements import entitlements_set
+    from reports.render import report_mixed_products
+
+    from freezegun import freeze_time
+
+    with freeze_time("2026-09-20"):  # the product types are in force in October
+        north, south = make_partner(parent=platform), make_partner(parent=platform)
+        for partner in (north, south):
+            entitlements_set(actor=None, company=partner, purpose="resell",
+                             keys={"endpoint_security", "a_la_carte", "edr_standalone"})
+        edr, classic = make_company(parent=north), make_company(parent=north)
+        entitlements_set(actor=None, company=edr, purpose="own", keys={"edr_standalone"})
+        entitlements_set(actor=None, company=classic, purpose="own", keys={"endpoint_security", "a_la_carte"})
+    for company in (edr, classic):
+        Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
+    usage_month_close(month=OCT)
+    user = make_user(company=north)
+    assert len(report_mixed_products(report_build(actor=user, company=north, month=OCT))) == 2
+    company_move(actor=None, company=edr, new_parent=south)
+    assert len(report_mixed_products(report_build(actor=user, company=north, month=OCT))) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_H5_a_move_waits_for_a_running_rollup_of_the_moved_companies(platform):
+    """A rollup that read the company's old place must finish before the move updates the open
+    rows, or it would store the old place over the new one."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    from usage.rollups import rollup_locks_take
+
+    north, south = make_partner(parent=platform), make_partner(parent=platform)
+    acme = make_company(parent=north)
+    Machine(acme, now=at(NOV, 1)).beat(at(NOV, 10))
+    usage_company_rollup(company_id=acme.pk, months=[NOV])
+    holding, release, pids = threading.Event(), threading.Event(), []
+
+    def rollup_in_flight():
+        try:
+            with transaction.atomic():
+                rollup_locks_take([acme.pk])
+                holding.set()
+                assert release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def move():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            company_move(actor=None, company=acme, new_parent=south)
+        finally:
+            connections.close_all()
+
+    held = threading.Thread(target=rollup_in_flight)
+    held.start()
+    assert holding.wait(timeout=30)
+    mover = threading.Thread(target=move)
+    mover.start()
+    waited = False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not waited:
+        if pids:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pids[0]])
+                waited = cursor.fetchone() == ("Lock", "advisory")
+        time.sleep(0.02)
+    release.set()
+    held.join(timeout=30)
+    mover.join(timeout=30)
+    assert waited
+    assert (usage_of(north, NOV), usage_of(south, NOV)) == (0, 1)

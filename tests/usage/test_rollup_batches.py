@@ -13,7 +13,7 @@ from freezegun import freeze_time
 from licensing.entitlements import entitlements_set
 from tests.factories import make_company
 from tests.usage.fleet import Machine, mailbox
-from usage.models import CompanyMonthUsage, LateAdjustment, PendingRollup
+from usage.models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
 from usage.rollups import heartbeats_pending, usage_company_rollup, usage_month_close, usage_rollup_companies
 
 NOV = dt.date(2026, 11, 1)
@@ -115,7 +115,9 @@ def test_U12_a_finalized_month_in_a_batch_gets_a_late_adjustment_not_a_change(pl
     usage_month_close(month=NOV)
     Machine(closed).beat(DAY)
     Machine(open_).beat(DAY)
-    CompanyMonthUsage.objects.filter(company=open_).update(finalized_at=None)  # reopened, say
+    # the close still under way: `open_` not finalized yet (MonthClose is written last)
+    CompanyMonthUsage.objects.filter(company=open_).update(finalized_at=None)
+    MonthClose.objects.filter(month=NOV).delete()
     usage_rollup_companies(company_ids=[closed.pk, open_.pk])
     assert _figures(closed)["endpoint_usage"] == 1
     assert list(LateAdjustment.objects.filter(company=closed).values_list("delta", flat=True)) == [
