@@ -97,10 +97,10 @@ def test_H5_U12_late_data_after_a_move_is_the_old_partners_adjustment(moved):
 
 
 def test_H5_R1_the_mixed_products_notice_of_a_closed_month_stays_after_a_move(platform):
+    from freezegun import freeze_time
+
     from licensing.entitlements import entitlements_set
     from reports.render import report_mixed_products
-
-    from freezegun import freeze_time
 
     with freeze_time("2026-09-20"):  # the product types are in force in October
         north, south = make_partner(parent=platform), make_partner(parent=platform)
