@@ -29,13 +29,14 @@ def billed_companies(*, partner: Company) -> QuerySet[Company]:
     return Company.objects.filter(parent=partner).order_by("name", "pk")
 
 
-def active_endpoint_counts(*, company_ids: list[int], month: dt.date) -> dict[int, int]:
+def active_endpoint_counts(*, company_ids: list[int], month: dt.date, partner_id: int | None = None) -> dict[int, int]:
     """Endpoints active in the month (at least one heartbeat) per company, a partner's subtree summed:
     one query whatever the number of companies, from the rollups' company-month rows. H5: the rows
-    that were below the company *under its partner of today* in that month (a company that moved
-    since is not this partner's to bill for that month)."""
+    that were below the company *under its partner of today* (or under `partner_id`, the partner
+    whose addition is pushed) in that month (a company that moved since is not this partner's to bill
+    for that month)."""
     with connection.cursor() as cursor:
-        cursor.execute(ACTIVE_SQL, {"ids": list(company_ids), "month": month})
+        cursor.execute(ACTIVE_SQL, {"ids": list(company_ids), "month": month, "partner": partner_id})
         return dict(cursor.fetchall())
 
 
@@ -45,7 +46,7 @@ FROM companies_company c
 LEFT JOIN (usage_companymonthusage u
            CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id))
      ON u.month = %(month)s AND a.id = c.id
-        AND strpos(u.lineage, '/' || c.parent_id || '/' || c.id || '/') > 0
+        AND strpos(u.lineage, '/' || COALESCE(%(partner)s::bigint, c.parent_id) || '/' || c.id || '/') > 0
 WHERE c.id = ANY(%(ids)s)
 GROUP BY c.id
 """

@@ -344,20 +344,26 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
     """
     now = now or timezone.now()
     company = Company.objects.select_related("parent").get(pk=company_id)
+    past = month < month_start(now)
+    stored = _stored_addition(company=company, month=month) if past else None
     try:
-        mapping = _eligible_mapping(company)
+        connection, mapping = _billing_target(company=company, stored=stored)
     except NotSynced as reason:
-        connection = PsaConnection.objects.filter(company_id=company.parent_id).first()
+        connection = stored.connection if stored else PsaConnection.objects.filter(company_id=company.parent_id).first()
         if connection is None or trigger == SyncTrigger.SCHEDULE:
             return None  # nothing configured or nothing the partner asked for: nothing to log
         return SyncAttempt.objects.create(connection=connection, company=company, month=month,
                                           outcome=SyncOutcome.NOT_SYNCED, trigger=trigger, answer=str(reason))
-    count = active_endpoint_counts(company_ids=[company.pk], month=month)[company.pk]
+    # the count of the partner that bills it: after a move, a finalized month stays its old partner's (H5)
+    count = active_endpoint_counts(company_ids=[company.pk], month=month, partner_id=connection.company_id)[company.pk]
     PsaAddition.objects.get_or_create(company=company, month=month)
     with transaction.atomic():
         # one sync per company-month at a time: a second worker waits here and then sees the id
         addition = PsaAddition.objects.select_for_update().get(company=company, month=month)
-        left_behind = _start_fresh_if_another_psa(addition=addition, connection=mapping.connection)
+        if mapping is not None and past and addition.addition_ref is not None and addition.connection_id is not None \
+                and addition.connection_id != connection.pk:
+            return None  # made meanwhile by another worker: the next run pushes it where it is
+        left_behind = _start_fresh_if_another_psa(addition=addition, connection=connection) if mapping else ""
         if addition.addition_ref is not None and addition.quantity == count and not force:
             closed_at = month_closed_at(company_ids=[company.pk], month=month)[company.pk]
             if closed_at is not None and (addition.synced_at is None or addition.synced_at < closed_at):
@@ -368,10 +374,10 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         if (addition.addition_ref is not None and not force and addition.synced_at
                 and now - addition.synced_at < UPDATE_INTERVAL):
             return None
-        attempt = SyncAttempt(connection=mapping.connection, company=company, month=month, quantity=count,
+        attempt = SyncAttempt(connection=connection, company=company, month=month, quantity=count,
                               trigger=trigger)
         try:
-            client = client_for(mapping.connection)
+            client = client_for(connection)
             _push(client=client, mapping=mapping, addition=addition, company=company, month=month,
                   count=count, attempt=attempt)
         except PsaError as error:
@@ -391,6 +397,28 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
     return attempt
 
 
+def _stored_addition(*, company: Company, month: dt.date) -> PsaAddition | None:
+    """A past month's addition that exists: its final push goes to it, where it is (its agreement, through
+    the connection that made it), whatever the mapping says today."""
+    return (PsaAddition.objects.select_related("connection__company")
+            .filter(company=company, month=month, addition_ref__isnull=False, connection__isnull=False).first())
+
+
+def _billing_target(*, company: Company, stored: PsaAddition | None) -> tuple[PsaConnection, CompanyMapping | None]:
+    """The connection to push with, and the mapping to follow (None: update `stored` where it is)."""
+    if stored is None:
+        mapping = _eligible_mapping(company)
+        return mapping.connection, mapping
+    connection = stored.connection
+    if not integration_allowed(connection.company):  # B2, as for any push
+        raise NotSynced(BASIC_MESSAGE)
+    if not Company.objects.filter(is_monthly_q(), pk=company.pk).exists():
+        raise NotSynced("The company is not on a monthly subscription; only monthly subscriptions are billed.")
+    if not connection.enabled:
+        raise NotSynced("The ConnectWise connection is turned off.")
+    return connection, None
+
+
 def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection) -> str:
     """H5: an addition's ids mean something only in the PSA of the connection that made it. When another
     connection bills the company now (it moved to another partner, or the connection that made it was
@@ -407,8 +435,16 @@ def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnect
     return "The company was billed by another partner's ConnectWise this month; its addition there is left to it."
 
 
-def _push(*, client: ConnectWiseClient, mapping: CompanyMapping, addition: PsaAddition, company: Company,
+def _push(*, client: ConnectWiseClient, mapping: CompanyMapping | None, addition: PsaAddition, company: Company,
           month: dt.date, count: int, attempt: SyncAttempt) -> None:
+    if mapping is None:
+        # the final push of a past month: its addition, on the agreement it was made on (U12, B4)
+        updated = client.addition_update(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
+                                         quantity=count, cancelled_date=month_last_day(month))
+        attempt.operation, attempt.http_status = "update", client.last_status
+        attempt.answer = f"ConnectWise answered {client.last_status}: addition {addition.addition_ref} " \
+                         f"now has quantity {updated.get('quantity', count)}."
+        return
     if mapping.state != MappingState.OK or mapping.agreement_ref is None:
         mapping = mapping_check(mapping=mapping, client=client)
         if mapping.state == MappingState.UNREACHABLE:
@@ -473,7 +509,9 @@ def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
                 .filter(company__parent_id=F("connection__company_id"))
                 .values_list("company_id", flat=True))
     due = [(company_id, current.isoformat()) for company_id in mappings]
-    pushed = dict(PsaAddition.objects.filter(month=previous, addition_ref__isnull=False)
+    # a final push goes through the connection that made the addition (it may not be today's mapping's)
+    pushed = dict(PsaAddition.objects.filter(month=previous, addition_ref__isnull=False, connection__enabled=True,
+                                             connection__company__plan=PartnerPlan.STANDARD)
                   .values_list("company_id", "synced_at"))
     closed = month_closed_at(company_ids=list(pushed), month=previous)
     due += [(company_id, previous.isoformat()) for company_id, synced_at in sorted(pushed.items())

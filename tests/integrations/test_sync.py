@@ -367,7 +367,7 @@ def test_B3_sync_due_takes_mapped_companies_and_closes_the_previous_month(billin
     previous = (month - dt.timedelta(days=1)).replace(day=1)
     last_push = dt.datetime(previous.year, previous.month, 28, tzinfo=dt.UTC)
     PsaAddition.objects.create(company=billing.alpha, month=previous, agreement_ref=billing.alpha_agreement["id"],
-                               addition_ref=1, quantity=4, synced_at=last_push)
+                               addition_ref=1, quantity=4, synced_at=last_push, connection=billing.connection)
     # the month before is pushed a last time only once it is closed (U12)
     assert sorted(sync_due()) == [(billing.alpha.pk, month.isoformat())]
     MonthClose.objects.create(month=previous)
@@ -424,6 +424,26 @@ def test_B3_U12_a_company_failing_the_close_elsewhere_does_not_hold_back_the_fin
     final = addition_sync(company_id=billing.alpha.pk, month=previous, now=at_0230)
     assert (final.operation, final.quantity) == ("update", 6)
     assert (billing.alpha.pk, previous.isoformat()) not in sync_due(now=at_0230 + dt.timedelta(hours=5))
+
+
+def test_B3_U12_the_final_push_updates_the_month_addition_where_it_was_made(billing, cw):
+    """The partner maps the company to another agreement after the month ended: the month's final
+    count still goes to the month's addition on the agreement it was made on (not a new one)."""
+    _map(billing, billing.alpha, billing.cw_alpha)
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    last_day = dt.datetime(billing.month.year, billing.month.month, 1, tzinfo=dt.UTC) - dt.timedelta(hours=5)
+    set_active(billing.alpha, previous, 4)
+    assert addition_sync(company_id=billing.alpha.pk, month=previous, now=last_day).operation == "create"
+    plus = cw.add_agreement(billing.cw_alpha, "Managed Security Plus")
+    _map(billing, billing.alpha, billing.cw_alpha, agreement_type="Managed Security Plus")
+    set_active(billing.alpha, previous, 7)
+    MonthClose.objects.create(month=previous)
+    at = last_day + dt.timedelta(hours=7)
+    assert (billing.alpha.pk, previous.isoformat()) in sync_due(now=at)
+    final = addition_sync(company_id=billing.alpha.pk, month=previous, now=at)
+    assert (final.outcome, final.operation, final.quantity) == ("ok", "update", 7)
+    assert [a["quantity"] for a in cw.additions[billing.alpha_agreement["id"]]] == [7]
+    assert cw.additions[plus["id"]] == [] and len(cw.calls("POST")) == 1
 
 
 def test_query_counts_stay_flat(billing, cw):
@@ -569,3 +589,37 @@ def test_H5_X1_a_change_of_the_partner_billing_a_company_is_audited(billing, mov
     event = AuditEvent.objects.filter(company=moved.partner, action="integration.mapping").latest("id")
     assert event.before["billed_by"] == billing.partner.name
     assert event.after["billed_by"] == moved.partner.name
+
+
+@pytest.fixture
+def kappa_closed_previous_month(billing, cw):
+    """Before the move: Kappa billed Alpha's previous month, and that month was closed with Alpha under it."""
+    from companies.models import Company
+
+    _map(billing, billing.alpha, billing.cw_alpha)
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    Company.objects.filter(pk=billing.alpha.pk).update(created_at=dt.datetime(previous.year, previous.month, 2,
+                                                                               tzinfo=dt.UTC))
+    set_active(billing.alpha, previous, 4)
+    last_day = dt.datetime(billing.month.year, billing.month.month, 1, tzinfo=dt.UTC) - dt.timedelta(hours=5)
+    assert addition_sync(company_id=billing.alpha.pk, month=previous, now=last_day).operation == "create"
+    set_active(billing.alpha, previous, 9)  # merged before the close
+    CompanyMonthUsage.objects.filter(company=billing.alpha, month=previous).update(finalized_at=last_day)
+    MonthClose.objects.create(month=previous)
+    return previous
+
+
+def test_H5_U12_a_month_billed_before_a_move_gets_its_final_push_from_its_own_partner(
+        billing, cw, cw_other, kappa_closed_previous_month, moved):
+    previous = kappa_closed_previous_month
+    addition = PsaAddition.objects.get(company=billing.alpha, month=previous)
+    assert (billing.alpha.pk, previous.isoformat()) in sync_due()
+    final = addition_sync(company_id=billing.alpha.pk, month=previous)
+    assert (final.outcome, final.operation, final.quantity) == ("ok", "update", 9)
+    assert final.connection_id == billing.connection.pk  # in Kappa's log
+    patched = f"/agreements/{addition.agreement_ref}/additions/{addition.addition_ref}"
+    assert cw.calls("PATCH")[-1].path.endswith(patched)
+    assert [a["quantity"] for a in cw.billed_in(billing.alpha_agreement["id"], previous)] == [9]
+    # Lambda's PSA was not asked anything about a month it did not bill
+    assert cw_other.calls("POST") == [] and cw_other.calls("PATCH") == []
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due()
