@@ -203,7 +203,7 @@ def report_mixed_products(report: Report) -> list[str]:
     if report.kind != "endpoint" or report.options.product_type:
         return []
     keys = set(CompanyMonthUsage.objects.filter(month=report.month,  # H5: the month's place in the tree
-                                                lineage__contains=f"/{report.company.pk}/")
+                                                lineage__names=report.company.pk)
                .exclude(product_type="").values_list("product_type", flat=True).distinct())
     return [PRODUCT_TYPES.get(k, k) for k in sorted(keys)] if len(keys) > 1 else []
 

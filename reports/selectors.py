@@ -18,6 +18,7 @@ from django.db import connection
 
 from companies.models import Company, User
 from licensing.seats import licensed_in_period_sql
+from usage.models import ANCESTORS_SQL
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
 from usage.rollups import GATED, month_bounds
 from usage.selectors import NOT_ENABLED, usage_totals
@@ -90,6 +91,9 @@ CHART_SERIES = [
      "container_protection"),
     ("mdr_foundations", "MDR Foundations", f"x.modules & {B['edr']} <> 0", "mdr_foundations"),
 ]
+
+# H5: a usage row that was below the company (a parameter) in its month, by its stored lineage
+MONTH_BELOW = ANCESTORS_SQL.format("u.lineage") + " @> ARRAY[%s]::bigint[]"
 
 
 @dataclass(frozen=True)
@@ -164,10 +168,10 @@ def _scope_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = (f"SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type, {visible} "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} AND u.lineage LIKE %s WHERE c.lineage LIKE %s ORDER BY c.lineage")
+           f"{product} AND {MONTH_BELOW} WHERE c.lineage LIKE %s ORDER BY c.lineage")
     # H5: companies below the target now whose month was below it too (a company moved in or out since
     # the month keeps its endpoints out of the other partner's month)
-    args = [*params, scope.month, *([scope.options.product_type] if product else []), f"%/{scope.company.pk}/%",
+    args = [*params, scope.month, *([scope.options.product_type] if product else []), scope.company.pk,
             scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
@@ -180,8 +184,8 @@ def _all_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = ("SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} AND u.lineage LIKE %s WHERE c.lineage LIKE %s ORDER BY c.lineage")
-    args = [scope.month, *([scope.options.product_type] if product else []), f"%/{scope.company.pk}/%",
+           f"{product} AND {MONTH_BELOW} WHERE c.lineage LIKE %s ORDER BY c.lineage")
+    args = [scope.month, *([scope.options.product_type] if product else []), scope.company.pk,
             scope.company.lineage + "%"]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
@@ -223,7 +227,8 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
         SELECT a.id AS row_id, count(u.id) AS usage_rows, {sums}, {flags}
         FROM usage_companymonthusage u
         CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id)
-        WHERE u.month = %(month)s AND u.lineage LIKE %(under)s {product} AND a.id IN (SELECT id FROM scope)
+        WHERE u.month = %(month)s AND {MONTH_BELOW.replace("%s", "%(target)s")} {product}
+          AND a.id IN (SELECT id FROM scope)
         GROUP BY a.id
     )
     SELECT s.id, s.name, s.type, s.license_key, s.lineage, s.visible,
@@ -235,7 +240,7 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
     LEFT JOIN licensing_license lic ON lic.company_id = s.id
     ORDER BY s.lineage
     """  # noqa: S608 - quoted names, parameters
-    params = {"target": target.pk, "prefix": target.lineage + "%", "under": f"%/{target.pk}/%", "month": scope.month,
+    params = {"target": target.pk, "prefix": target.lineage + "%", "month": scope.month,
               "product": scope.options.product_type, "v_id": scope.actor.company_id,
               "v_lineage": scope.actor.company.lineage + "%"}
     names = _ancestor_names(scope)

@@ -17,9 +17,9 @@ from django.utils import timezone
 from companies.models import Company, CompanyType
 from licensing.models import SeatAssignment, SeatState
 
-from .models import CompanyMonthUsage
+from .models import ANCESTORS_SQL, CompanyMonthUsage
 from .rollups import GATED, month_start
-from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, under, usage_totals
+from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, usage_totals
 
 # R3 headers where the report has one; the others in the same words
 FIGURE_LABELS = {
@@ -48,13 +48,15 @@ PRODUCT_TYPES = ("endpoint_security", "edr_standalone")
 MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits only, matched whole
 HISTORY_MONTHS = 24
 
-RETENTION_SQL = """
+# H5: a usage row that was below the company (the parameter) in its month, by its stored lineage
+BELOW = ANCESTORS_SQL.format("u.lineage") + " @> ARRAY[%({})s]::bigint[]"
+RETENTION_SQL = f"""
 SELECT t.key, sum(t.value::int)
 FROM usage_companymonthusage u, jsonb_each_text(u.data_retention) AS t(key, value)
-WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND u.lineage LIKE %(under)s)
+WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND {BELOW.format("company")})
   AND (%(product_type)s = '' OR u.product_type = %(product_type)s)
 GROUP BY t.key ORDER BY t.key
-"""
+"""  # noqa: S608 - our own constants
 
 
 def usage_month_parse(value: str, *, field: str = "month", today: dt.date | None = None) -> dt.date:
@@ -73,7 +75,7 @@ def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY
     """Months with usage for the company (its subtree when `subtree`), newest first; the current month
     is always listed. Three queries at most."""
     rows = CompanyMonthUsage.objects.all()
-    rows = rows.filter(lineage__contains=under(company)) if subtree else rows.filter(company=company)
+    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
     months = set(rows.order_by().values_list("month", flat=True).distinct())
     months.add(month_start(timezone.now()))
     newest = sorted(months, reverse=True)[:limit]
@@ -87,7 +89,7 @@ def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY
 def _retention(*, company: Company, month: dt.date, subtree: bool, product_type: str) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute(RETENTION_SQL, {"month": month, "company": company.pk, "subtree": subtree,
-                                       "under": f"%{under(company)}%", "product_type": product_type})
+                                       "product_type": product_type})
         return {key: int(total) for key, total in cursor.fetchall()}
 
 
@@ -117,7 +119,7 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
     own = CompanyMonthUsage.objects.filter(company=company, month=month).first()
     # the same companies as the totals: the subtree or the company, of the product type asked for (U11, U13)
     with_retention = CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"])
-    with_retention = (with_retention.filter(lineage__contains=under(company)) if subtree
+    with_retention = (with_retention.filter(lineage__names=company.pk) if subtree
                       else with_retention.filter(company=company))
     if product_type:
         with_retention = with_retention.filter(product_type=product_type)
@@ -180,19 +182,19 @@ def figure_rows(detail: dict) -> list[dict]:
 HISTORY_FIGURES = ("licensed_endpoints", "endpoint_usage")
 
 # each child sums the month's rows that were below both it and the parent in that month (H5)
-CHILDREN_SQL = """
+CHILDREN_SQL = f"""
 WITH below AS (
     SELECT a.id, sum(u.licensed_endpoints) AS licensed, sum(u.endpoint_usage) AS usage
     FROM usage_companymonthusage u
     CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id)
-    WHERE u.month = %(month)s AND u.lineage LIKE %(under)s
+    WHERE u.month = %(month)s AND {BELOW.format("parent")}
     GROUP BY a.id
 )
 SELECT c.id, c.name, c.type, COALESCE(b.licensed, 0), COALESCE(b.usage, 0)
 FROM companies_company c LEFT JOIN below b ON b.id = c.id
 WHERE c.parent_id = %(parent)s
 ORDER BY c.name LIMIT %(limit)s
-"""
+"""  # noqa: S608 - our own constants
 
 
 def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTHS) -> list[dict]:
@@ -200,7 +202,7 @@ def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTH
     `subtree` (U13). A subtree's month is finalized once every company in it is (months_closed_at), as
     the page's status and the month list say. One grouped query, and two more for a subtree."""
     rows = CompanyMonthUsage.objects.all()
-    rows = rows.filter(lineage__contains=under(company)) if subtree else rows.filter(company=company)
+    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
     sums = list(rows.values("month").annotate(**{f: Sum(f) for f in HISTORY_FIGURES},
                                               finalized=Count("pk", filter=Q(finalized_at__isnull=False)))
                 .order_by("-month")[:limit])
@@ -217,7 +219,7 @@ def usage_children(*, company: Company, month: dt.date, limit: int | None = None
     """The companies directly below `company`, each with its subtree's licensed endpoints and endpoint
     usage for the month (U13, "only direct companies"). One query."""
     with connection.cursor() as cursor:
-        cursor.execute(CHILDREN_SQL, {"month": month, "under": f"%{under(company)}%", "parent": company.pk,
+        cursor.execute(CHILDREN_SQL, {"month": month, "parent": company.pk,
                                       "limit": limit or CHILDREN_LIMIT})
         return [{"id": pk, "name": name, "type": type_, "licensed_endpoints": licensed, "endpoint_usage": usage}
                 for pk, name, type_, licensed, usage in cursor.fetchall()]

@@ -25,11 +25,6 @@ def usage_after_move(company: Company, old_parent: Company) -> None:
         .update(lineage=Subquery(Company.objects.filter(pk=OuterRef("company_id")).values("lineage")[:1]))
 
 
-def under(company: Company) -> str:
-    """The piece of a stored lineage that puts a usage row in `company`'s subtree for its month."""
-    return f"/{company.pk}/"
-
-
 def usage_totals(*, company: Company, month: dt.date, product_type: str | None = None,
                  subtree: bool = True) -> dict:
     """The month's figures for `company`: its own row, plus (subtree=True) every company below it.
@@ -40,7 +35,7 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     A month's rows are summed by the place in the tree they hold for that month (H5).
     """
     rows = CompanyMonthUsage.objects.filter(month=month)
-    rows = rows.filter(lineage__contains=under(company)) if subtree else rows.filter(company=company)
+    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
     if product_type:
         rows = rows.filter(product_type=product_type)
     aggregates = {figure: Sum(figure) for figure in CompanyMonthUsage.FIGURES}
@@ -57,7 +52,7 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
     # U12: the adjustments this month's report carries: recorded after the last report was made, for
     # any finalized month before it (usually the previous one)
     adjustments = LateAdjustment.objects.filter(reported_in=month)
-    adjustments = (adjustments.filter(lineage__contains=under(company)) if subtree
+    adjustments = (adjustments.filter(lineage__names=company.pk) if subtree
                    else adjustments.filter(company=company))
     if product_type:  # each adjustment counts under its company's product type of the finalized month
         adjustments = adjustments.filter(Exists(CompanyMonthUsage.objects.filter(
