@@ -177,11 +177,29 @@ def schedule_delete(*, actor: User, schedule: ReportSchedule) -> None:
     """The schedule and its beat entry go; its runs stay in the run history. A run not sent yet (one
     waiting for its month's close, or for a retry) is cancelled: deleting a schedule stops its emails."""
     schedule = ReportSchedule.objects.select_for_update().get(pk=access_report_schedule(actor, schedule.pk).pk)
+    _schedule_remove(schedule, actor=actor, why="The schedule was deleted before this run was sent; nothing more "
+                                               "is sent.")
+
+
+def schedules_after_move(company, old_parent) -> None:
+    """H5/C6: a company moved out from under a schedule's owner can no longer be reported on by it;
+    such schedules are removed (audited, their waiting runs cancelled) instead of firing every month
+    into "Not sent", unseen by the owner, and holding their name."""
+    from companies.models import Company
+
+    moved = Company.objects.filter(lineage__startswith=company.lineage)
+    for schedule in (ReportSchedule.objects.select_for_update().filter(company__in=moved)
+                     .select_related("company", "owner")):
+        if not schedule.company.lineage.startswith(schedule.owner.lineage):
+            _schedule_remove(schedule, actor=None, why=f"{schedule.company.name} moved to another partner; the "
+                                                        "schedule was removed and nothing more is sent.")
+
+
+def _schedule_remove(schedule: ReportSchedule, *, actor: User | None, why: str) -> None:
     schedule.runs.exclude(status__in=[RunStatus.SENT, RunStatus.FAILED, RunStatus.CANCELLED]).update(
-        status=RunStatus.CANCELLED, next_retry_at=None, finished_at=timezone.now(),
-        last_error="The schedule was deleted before this run was sent; nothing more is sent.")
+        status=RunStatus.CANCELLED, next_retry_at=None, finished_at=timezone.now(), last_error=why)
     before = _audit_state(schedule)
-    audit_record(actor=actor, company=actor.company, action="report_schedule.delete", obj=schedule,
+    audit_record(actor=actor, company=schedule.owner, action="report_schedule.delete", obj=schedule,
                  before=before, after={})
     task = schedule.periodic_task
     schedule.delete()

@@ -110,3 +110,28 @@ def test_R5_deleting_a_schedule_cancels_its_run_waiting_for_the_close(platform, 
     usage_month_close(month=NOV)
     assert run_deliver.apply(args=[run.pk]).get()["sent"] == 0
     assert smtp.messages == []
+
+
+def test_R5_H5_a_schedule_for_a_company_that_moved_away_is_removed_not_left_firing(platform):
+    from django_celery_beat.models import PeriodicTask
+
+    from companies.models import AuditEvent
+    from companies.services import company_move
+    from reports.models import ReportSchedule
+    from tests.factories import make_company, make_partner, make_user
+
+    top = make_partner(parent=platform, name="Top")
+    north, south = make_partner(parent=top, name="North"), make_partner(parent=top, name="South")
+    acme = make_company(parent=north, name="Acme")
+    north_admin, top_admin = make_user(company=north), make_user(company=top)
+    gone = schedule_create(actor=north_admin, data={"name": "Acme monthly", "company": acme.pk,
+                                                    "recipients": [north_admin.pk]})
+    kept = schedule_create(actor=top_admin, data={"name": "Acme for Top", "company": acme.pk,
+                                                  "recipients": [top_admin.pk]})
+    task_id = gone.periodic_task_id
+    company_move(actor=None, company=acme, new_parent=south)
+    assert list(ReportSchedule.objects.values_list("pk", flat=True)) == [kept.pk]  # Top still has Acme below it
+    assert not PeriodicTask.objects.filter(pk=task_id).exists()
+    assert AuditEvent.objects.filter(company=north, action="report_schedule.delete").exists()
+    schedule_create(actor=north_admin, data={"name": "Acme monthly", "company": north.pk,
+                                             "recipients": [north_admin.pk]})  # the name is free again
