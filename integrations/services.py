@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from companies.audit import audit_record
 from companies.models import Company, CompanyType, PartnerPlan, User
-from usage.rollups import month_previous, month_start
+from usage.models import CompanyMonthUsage
+from usage.rollups import month_bounds, month_previous, month_start
 from usage.selectors import month_closed_at
 
 from .connectwise import ConnectWiseClient, Credentials, PsaError, psa_date
@@ -496,26 +497,40 @@ def sync_due(*, now: dt.datetime | None = None) -> list[tuple[int, str]]:
     to sync, for the current month; and, once the month before is closed for the company and its
     subtree (U12: its figures are final from then on), its final count. Pushing it at midnight
     instead would miss what the rollups merge between midnight and the close, and nothing would
-    correct it afterwards.
+    correct it afterwards. A closed month that has no addition (the mapping was fixed after the month
+    ended, or every create failed) is created then, by the partner that billed the company in it.
     The four-hour rule and "nothing changed" are decided by addition_sync."""
     now = now or timezone.now()
     current, previous = month_start(now), month_previous(now)
-    mappings = (CompanyMapping.objects
-                .filter(connection__enabled=True, connection__company__plan=PartnerPlan.STANDARD,
-                        connection__company__type=CompanyType.PARTNER)
-                .filter(is_monthly_q("company__"))
-                .exclude(state__in=[MappingState.COMPANY_NOT_FOUND, MappingState.AGREEMENT_NOT_FOUND,
-                                    MappingState.MULTIPLE_AGREEMENTS, MappingState.PRODUCT_NOT_FOUND])
-                .filter(company__parent_id=F("connection__company_id"))
-                .values_list("company_id", flat=True))
-    due = [(company_id, current.isoformat()) for company_id in mappings]
+    mappings = list(CompanyMapping.objects
+                    .filter(connection__enabled=True, connection__company__plan=PartnerPlan.STANDARD,
+                            connection__company__type=CompanyType.PARTNER)
+                    .filter(is_monthly_q("company__"))
+                    .exclude(state__in=[MappingState.COMPANY_NOT_FOUND, MappingState.AGREEMENT_NOT_FOUND,
+                                        MappingState.MULTIPLE_AGREEMENTS, MappingState.PRODUCT_NOT_FOUND])
+                    .filter(company__parent_id=F("connection__company_id"))
+                    .values_list("company_id", "connection__company_id", "company__created_at"))
+    due = [(company_id, current.isoformat()) for company_id, _, _ in mappings]
+    made = PsaAddition.objects.filter(month=previous, addition_ref__isnull=False)
     # a final push goes through the connection that made the addition (it may not be today's mapping's)
-    pushed = dict(PsaAddition.objects.filter(month=previous, addition_ref__isnull=False, connection__enabled=True,
-                                             connection__company__plan=PartnerPlan.STANDARD)
+    pushed = dict(made.filter(connection__enabled=True, connection__company__plan=PartnerPlan.STANDARD)
                   .values_list("company_id", "synced_at"))
-    closed = month_closed_at(company_ids=list(pushed), month=previous)
+    has_addition = set(made.values_list("company_id", flat=True))
+    start, _ = month_bounds(current)
+    missing = {company_id: partner_id for company_id, partner_id, created_at in mappings
+               if company_id not in has_addition and created_at < start}
+    # H5: not for a month the company spent under another partner (its finalized row names that one)
+    for company_id, lineage in (CompanyMonthUsage.objects.filter(month=previous, company_id__in=list(missing))
+                                .values_list("company_id", "lineage")):
+        if f"/{missing[company_id]}/{company_id}/" not in lineage:
+            missing.pop(company_id)
+    closed = month_closed_at(company_ids=sorted(set(pushed) | set(missing)), month=previous)
     due += [(company_id, previous.isoformat()) for company_id, synced_at in sorted(pushed.items())
             if closed[company_id] is not None and (synced_at is None or synced_at < closed[company_id])]
+    late = [company_id for company_id in sorted(missing) if closed[company_id] is not None]
+    if late:
+        logger.info("psa.closed_month_without_addition", extra={"month": previous.isoformat(), "companies": late})
+    due += [(company_id, previous.isoformat()) for company_id in late]
     return due
 
 

@@ -446,6 +446,44 @@ def test_B3_U12_the_final_push_updates_the_month_addition_where_it_was_made(bill
     assert cw.additions[plus["id"]] == [] and len(cw.calls("POST")) == 1
 
 
+def test_B3_U12_a_closed_month_that_never_got_its_addition_is_created_once_closed(billing, cw):
+    """Alpha's mapping was wrong all month and fixed after it ended; every create of Beta's failed. Once
+    the month is closed (U12), both are created with the final count, and logged; a company that did not
+    exist in the month gets nothing for it."""
+    from companies.models import Company
+
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    Company.objects.filter(pk__in=[billing.alpha.pk, billing.beta.pk]).update(
+        created_at=dt.datetime(previous.year, previous.month, 2, tzinfo=dt.UTC))
+    newcomer = make_company(parent=billing.partner, name="Gamma New")
+    cw_gamma = cw.add_company("GammaNew")
+    cw.add_agreement(cw_gamma, AGREEMENT_TYPE)
+    _map(billing, newcomer, cw_gamma)
+    assert _map(billing, billing.alpha, billing.cw_alpha, agreement_type="Managed Secruity").state == \
+        MappingState.AGREEMENT_NOT_FOUND
+    _map(billing, billing.beta, billing.cw_beta)
+    set_active(billing.beta, previous, 3)
+    last_day = dt.datetime(billing.month.year, billing.month.month, 1, tzinfo=dt.UTC) - dt.timedelta(hours=5)
+    cw.fail("POST", "/finance/agreements", 400)
+    assert addition_sync(company_id=billing.beta.pk, month=previous, now=last_day).outcome == "failed"
+    _map(billing, billing.alpha, billing.cw_alpha)  # fixed after the month ended
+    set_active(billing.alpha, previous, 5)
+    assert [pair for pair in sync_due() if pair[1] == previous.isoformat()] == []  # not closed yet
+
+    MonthClose.objects.create(month=previous)
+    due = [pair for pair in sync_due() if pair[1] == previous.isoformat()]
+    assert sorted(due) == sorted([(billing.alpha.pk, previous.isoformat()), (billing.beta.pk, previous.isoformat())])
+    for company_id, month in due:
+        addition_sync(company_id=company_id, month=dt.date.fromisoformat(month))
+    for company, agreement, count in ((billing.alpha, billing.alpha_agreement, 5),
+                                      (billing.beta, billing.beta_agreement, 3)):
+        rows = cw.billed_in(agreement["id"], previous)
+        assert [(a["quantity"], a["effectiveDate"][:10]) for a in rows] == [(count, previous.isoformat())]
+        assert SyncAttempt.objects.filter(company=company, month=previous, outcome="ok", operation="create",
+                                          trigger="schedule").count() == 1
+    assert [pair for pair in sync_due() if pair[1] == previous.isoformat()] == []
+
+
 def test_query_counts_stay_flat(billing, cw):
     from integrations.selectors import integration_page
 
@@ -623,3 +661,19 @@ def test_H5_U12_a_month_billed_before_a_move_gets_its_final_push_from_its_own_pa
     # Lambda's PSA was not asked anything about a month it did not bill
     assert cw_other.calls("POST") == [] and cw_other.calls("PATCH") == []
     assert (billing.alpha.pk, previous.isoformat()) not in sync_due()
+
+
+def test_H5_U12_a_closed_month_spent_under_the_old_partner_is_not_created_by_the_new_one(billing, cw_other, moved):
+    """No addition was ever made for the month before the move: it is not Lambda's to bill (the month's
+    finalized row names Kappa), so Lambda's PSA gets nothing for it."""
+    from companies.models import Company
+
+    previous = (billing.month - dt.timedelta(days=1)).replace(day=1)
+    Company.objects.filter(pk=billing.alpha.pk).update(created_at=dt.datetime(previous.year, previous.month, 2,
+                                                                               tzinfo=dt.UTC))
+    CompanyMonthUsage.objects.create(company=billing.alpha, month=previous, active_endpoints=4,
+                                     lineage=f"{billing.partner.lineage}{billing.alpha.pk}/",
+                                     finalized_at=dt.datetime.now(dt.UTC))
+    MonthClose.objects.create(month=previous)
+    assert (billing.alpha.pk, previous.isoformat()) not in sync_due()
+    assert (billing.alpha.pk, billing.month.isoformat()) in sync_due()
