@@ -58,6 +58,9 @@ MOVE_HOOKS: list[Callable[[Company, Company], None]] = []
 # Run after a status change, in the same transaction, with (company, status): licensing expires
 # or revives the company's seats (H4, T5).
 STATUS_HOOKS: list[Callable[[Company, str], None]] = []
+# Checks another app adds to a change of assist (C3/C4): each takes (company, on) and returns a
+# problem message, or None when the change is fine (like MOVE_CHECKS).
+ASSIST_CHECKS: list[Callable[[Company, bool], str | None]] = []
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -259,6 +262,9 @@ def company_set_assist(*, actor: User, company: Company, on: bool) -> Company:
             "Only the company's own users can let its partner assist again, from My Company.")})
     if on is False and company.type == CompanyType.PARTNER and company.parent_id is None:
         raise ValidationError({"partner_can_assist": "The platform has no partner."})
+    problems = [problem for check in ASSIST_CHECKS if (problem := check(company, on))]
+    if problems:
+        raise ValidationError({"partner_can_assist": problems})
     before = snapshot(company, COMPANY_AUDIT_FIELDS)
     Company.objects.filter(pk=company.pk).update(partner_can_assist=on)
     company.partner_can_assist = on
