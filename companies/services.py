@@ -105,6 +105,11 @@ def _validate_company_details(*, name: str, type: str, country: str, field_of_ac
         errors["phone"] = "The phone number can have at most 40 characters."
     if len(address) > 500:
         errors["address"] = "The address can have at most 500 characters."
+    elif any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in address):
+        # an address may span lines; NUL and the other control characters are refused (PostgreSQL
+        # text cannot hold NUL at all: it would be a 500 on save). Name, country, field of activity
+        # and phone already refuse every control character by the checks above.
+        errors["address"] = "The address cannot contain control characters other than line breaks and tabs."
     return errors
 
 

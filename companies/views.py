@@ -430,7 +430,10 @@ class AccountListView(PageView):
                     return self.get(request, new_key=(key, raw))
             return self.get(request, key_form=form, status=400)
         if action == "revoke-key":
-            key = ApiKey.objects.filter(company=user.company, pk=request.POST.get("key")).first()
+            # the key's id; anything that is not a number is a key that does not exist (404, not 500)
+            key_id = request.POST.get("key", "")
+            key = (ApiKey.objects.filter(company=user.company, pk=int(key_id)).first()
+                   if key_id.isascii() and key_id.isdigit() and len(key_id) <= 18 else None)
             if key is None:
                 raise Http404
             services.api_key_revoke(actor=user, key=key)

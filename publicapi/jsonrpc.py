@@ -160,6 +160,9 @@ class Params:
         value = self.raw[name]
         if not isinstance(value, str):
             raise invalid_param(name, "must be a string.")
+        if "\x00" in value:
+            # PostgreSQL text cannot hold NUL: refused here, naming the parameter, not a 500 later
+            raise invalid_param(name, "cannot contain the NUL character (\\u0000).")
         if max_length is not None and len(value) > max_length:
             raise invalid_param(name, f"at most {max_length} characters.")
         return value

@@ -1,0 +1,43 @@
+"""Review findings on the company tree, accounts and API keys: each test names the rule the old code
+broke (C2/C3/C5/C6 isolation, A4 keys, X1 audit, X2 input, H5 moves, H6 import)."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from companies.models import ApiKey
+from companies.services import company_create, company_update
+from tests.factories import make_company, make_user
+
+pytestmark = pytest.mark.django_db
+
+
+# --- X2: no 500 for a key id that is not a number, nor for a NUL in a company's text -------------------
+
+@pytest.mark.parametrize("key_id", ["abc", "", "1.5", "١", "9" * 40])
+def test_X2_revoking_a_key_named_by_a_non_number_is_404_not_500(client, platform, key_id):
+    admin = make_user(company=platform)
+    client.force_login(admin)
+    response = client.post(reverse("accounts:list"), {"action": "revoke-key", "key": key_id})
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("address", ["a\x00b", "a\x0bb", "a\x1bb"])
+def test_X2_control_characters_in_address_refused_naming_the_field(platform, address):
+    with pytest.raises(ValidationError) as error:
+        company_create(parent=platform, name="Nul Address", type="customer", address=address)
+    assert set(error.value.message_dict) == {"address"}
+    company = make_company(parent=platform, name="Fine Address", address="1 Main St\nBerlin")
+    with pytest.raises(ValidationError) as error:
+        company_update(actor=None, company=company, address=address)
+    assert set(error.value.message_dict) == {"address"}
+    assert ApiKey.objects.count() == 0  # nothing else was written either
+
+
+@pytest.mark.parametrize("field,value", [("name", "a\x00b"), ("phone", "1\x002"), ("country", "D\x00"),
+                                         ("field_of_activity", "it\x00")])
+def test_X2_nul_in_any_company_text_field_refused_naming_it(platform, field, value):
+    details = {"name": "Nul Co", field: value}
+    with pytest.raises(ValidationError) as error:
+        company_create(parent=platform, type="customer", **details)
+    assert field in error.value.message_dict
