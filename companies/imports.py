@@ -23,7 +23,6 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 from django.http import Http404
 from django.utils import timezone
-from django_countries import countries
 from django_tenants.utils import get_public_schema_name, schema_context, tenant_context
 from redis.exceptions import RedisError
 
@@ -278,24 +277,27 @@ def _plan_rows(plan: _Plan, text: str) -> None:
 
 
 def _check_company_fields(plan: _Plan, row: dict, line: int) -> tuple[str, str, str] | None:
-    name, type_, country = row["company_name"], row.get("company_type", "").lower(), row.get("country", "")
-    ok = True
-    if not name:
-        plan.error(line, "company_name", "Enter the company name.")
-        ok = False
-    elif len(name) > 200:
-        plan.error(line, "company_name", "The company name can have at most 200 characters.")
-        ok = False
-    if type_ and type_ not in CompanyType.values:
+    """The same checks as creating the company (services._validate_company_details, X2), so a row
+    that passes here cannot fail the import later without its line and field; the type and country
+    messages say what the file should hold."""
+    from .services import _validate_company_details
+
+    name, type_, country = row["company_name"], row.get("company_type", "").lower(), row.get("country", "").upper()
+    errors = _validate_company_details(name=name, type=type_ or CompanyType.CUSTOMER, country=country,
+                                       field_of_activity="", phone="", address="")
+    if not errors:
+        return name, type_, country
+    if "name" in errors:
+        plan.error(line, "company_name", errors.pop("name"))
+    if errors.pop("type", None):
         plan.error(line, "company_type", f"{row['company_type']!r} is not a company type: "
                                          "use customer or partner.")
-        ok = False
-    country = country.upper()
-    if country and country not in dict(countries):
+    if errors.pop("country", None):
         plan.error(line, "country", f"{row['country']!r} is not an ISO 3166-1 alpha-2 country code "
                                     "(for example DE, FR, US).")
-        ok = False
-    return (name, type_, country) if ok else None
+    for field_name, message in errors.items():  # a check the shared validator gains later
+        plan.error(line, field_name, message)
+    return None
 
 
 def _check_endpoint_fields(plan: _Plan, row: dict, line: int) -> dict | None:

@@ -5,9 +5,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from companies.models import ApiKey
+from companies.imports import import_job_create, import_validate
+from companies.models import ApiKey, ImportJob, ImportStatus, Role
 from companies.services import company_create, company_update
-from tests.factories import make_company, make_user
+from tests.factories import make_company, make_partner, make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +42,19 @@ def test_X2_nul_in_any_company_text_field_refused_naming_it(platform, field, val
     with pytest.raises(ValidationError) as error:
         company_create(parent=platform, type="customer", **details)
     assert field in error.value.message_dict
+
+
+# --- H6/X2: the import's check step runs the same company checks as creating the company --------------
+
+@pytest.mark.parametrize("name", ["Bad\x0bName", "Tab\tName", "Bell\x07Name"])
+def test_H6_X2_import_check_refuses_control_characters_with_line_and_field(platform, name):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    partner = make_partner(parent=platform, name="Import MSP")
+    admin = make_user(company=partner, role=Role.COMPANY_ADMIN)
+    text = f"company_name,company_type\nGood Co,customer\n\"{name}\",customer\n"
+    job = import_job_create(actor=admin, upload=SimpleUploadedFile("rmm.csv", text.encode(), "text/csv"))
+    job = import_validate(job=ImportJob.objects.select_related("company").get(pk=job.pk))
+    assert job.status == ImportStatus.FAILED
+    assert [(e["line"], e["field"]) for e in job.errors] == [(3, "company_name")]
+    assert "control characters" in job.errors[0]["message"]
