@@ -310,14 +310,18 @@ def seats_revive_company(*, company: Company) -> int:
 
 def available_to_reserve(*, company: Company) -> int | None:
     """L3: seats the company could reserve now: what its parent's pool has free, plus what the
-    company already holds from it (its current reservation, or its members' licensed seats)."""
+    company already holds from it (its current reservation, or its members' licensed seats and the
+    reservations of companies below it carved from that pool)."""
     if company.parent_id is None:
         return None
     parent_pool = pool_of(company.parent)
     if parent_pool.capacity is None:
         return None
     lic = license_of(company)
-    held = lic.reserved_seats if lic.reserved_seats is not None else _licensed_moving(company, parent_pool)
+    if lic.reserved_seats is not None:
+        held = lic.reserved_seats
+    else:  # its members' seats and the reservations below it that it would carve from instead
+        held = _licensed_moving(company, parent_pool) + _carved_from_above(company)
     return parent_pool.capacity - parent_pool.used - parent_pool.carved + held
 
 
@@ -349,15 +353,18 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
         parent_pool.capacity - parent_pool.used - parent_pool.carved)
 
     if lic.reserved_seats is None:
-        # shared -> reserved: the subtree's members leave the parent's pool with their seats
+        # shared -> reserved: the subtree's members leave the parent's pool with their seats, and the
+        # reservations below that were carved from the parent's pool are carved from the new one
         moving = _licensed_moving(company, parent_pool)
-        if seats < moving:
-            raise ValidationError({"reserved_seats": f"{moving} endpoints already hold seats; reserve at least "
-                                                     f"{moving}."})
-        if parent_free is not None and seats > parent_free + moving:
-            raise ValidationError({"reserved_seats": f"Only {parent_free + moving} seats are available to "
-                                                     f"reserve."})
         sub_carved = _carved_from_above(company)
+        if seats < moving + sub_carved:
+            held = [f"{moving} endpoints already hold seats"] if moving else []
+            held += [f"{sub_carved} seats are reserved by companies below"] if sub_carved else []
+            raise ValidationError({"reserved_seats": f"{' and '.join(held)}; reserve at least "
+                                                     f"{moving + sub_carved}."})
+        if parent_free is not None and seats > parent_free + moving + sub_carved:
+            raise ValidationError({"reserved_seats": f"Only {parent_free + moving + sub_carved} seats are "
+                                                     f"available to reserve."})
         own_pool = SeatPool.objects.create(owner=company, capacity=seats, used=0, carved=0)
         _move_members(company=company, from_pool=parent_pool, to_pool=own_pool)
         SeatPool.objects.filter(pk=own_pool.pk).update(carved=sub_carved)
@@ -368,7 +375,7 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
         needed = own_pool.used
         if parent_free is not None and needed > parent_free + lic.reserved_seats - own_pool.carved:
             raise ValidationError({"reserved_seats": f"The shared pool has room for "
-                                                     f"{parent_free + lic.reserved_seats} seats; "
+                                                     f"{parent_free + lic.reserved_seats - own_pool.carved} seats; "
                                                      f"{needed} endpoints hold seats here."})
         SeatPool.objects.filter(pk=parent_pool.pk).update(carved=F("carved") - lic.reserved_seats + own_pool.carved)
         _move_members(company=company, from_pool=own_pool, to_pool=parent_pool, whole_pool=True)

@@ -204,3 +204,32 @@ def test_platform_pool_capacity_limits_shared_installs(platform):
     platform_seats_set(actor=None, seats=3)
     assert states(customer) == ["licensed"] * 3
     assert seat_pool_promote(pool=pool_of(platform)) == 0
+
+
+def test_L3_reserving_above_a_reservation_carves_it_along_instead_of_crashing(platform):
+    """L3: a partner reserving for the first time takes along what its customers already reserved from
+    the same pool (before: IntegrityError seat_pool_within_capacity, a 500 over REST)."""
+    partner = make_partner(parent=platform)
+    customer = make_company(parent=partner)
+    reservation_set(actor=None, company=customer, seats=5)
+    with pytest.raises(ValidationError, match="5 seats are reserved by companies below; reserve at least 5"):
+        reservation_set(actor=None, company=partner, seats=3)
+    reservation_set(actor=None, company=partner, seats=7)
+    assert (pool_of(partner).capacity, pool_of(partner).carved) == (7, 5)
+    assert pool_of(platform).carved == 7
+    install(make_company(parent=partner), 3)  # the partner's 2 free seats, then trial
+    assert pool_of(partner).used == 2
+
+
+def test_L3_available_to_reserve_counts_the_reservations_below(platform):
+    """L3: with 10 platform seats and a customer's 5 reserved below the partner, the partner can
+    reserve all 10 (before: shown 5, and 8 refused)."""
+    platform_seats_set(actor=None, seats=10)
+    partner = make_partner(parent=platform)
+    customer = make_company(parent=partner)
+    reservation_set(actor=None, company=customer, seats=5)
+    assert available_to_reserve(company=partner) == 10
+    with pytest.raises(ValidationError, match="Only 10 seats are available to reserve"):
+        reservation_set(actor=None, company=partner, seats=11)
+    reservation_set(actor=None, company=partner, seats=8)
+    assert (pool_of(platform).carved, pool_of(partner).carved, pool_of(partner).free) == (8, 5, 3)
