@@ -444,9 +444,10 @@ def platform_seats_set(*, actor: User | None, seats: int | None) -> SeatPool:
 
 
 def seat_move_check(company: Company, new_parent: Company) -> str | None:
-    """H5: the new partner must be able to cover the company's seats."""
+    """H5: the new partner must be able to cover the company's seats. Between two partners drawing
+    on the same pool nothing moves (seat_after_move), so there is nothing to cover."""
     new_pool = pool_of(new_parent)
-    if new_pool.capacity is None:
+    if new_pool.capacity is None or (company.parent_id is not None and new_pool.pk == pool_of(company.parent).pk):
         return None
     free = new_pool.capacity - new_pool.used - new_pool.carved
     lic = license_of(company)

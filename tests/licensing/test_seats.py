@@ -233,3 +233,20 @@ def test_L3_available_to_reserve_counts_the_reservations_below(platform):
         reservation_set(actor=None, company=partner, seats=11)
     reservation_set(actor=None, company=partner, seats=8)
     assert (pool_of(platform).carved, pool_of(partner).carved, pool_of(partner).free) == (8, 5, 3)
+
+
+def test_H5_move_between_partners_of_the_same_pool_needs_no_free_seats(platform):
+    """H5: moving between two partners that share one pool moves no seat, so a full pool does not
+    refuse it (before: compared with the pool's free seats as if the seats arrived from outside)."""
+    dist = make_partner(parent=platform)
+    reservation_set(actor=None, company=dist, seats=4)
+    old, new = make_partner(parent=dist, name="Old"), make_partner(parent=dist, name="New")
+    shared = make_company(parent=old)
+    install(shared, 3)
+    reserved = make_company(parent=old)
+    reservation_set(actor=None, company=reserved, seats=1)
+    assert pool_of(dist).free == 0
+    company_move(company=shared, new_parent=new)
+    company_move(company=reserved, new_parent=new)
+    assert (pool_of(dist).used, pool_of(dist).carved) == (3, 1)
+    assert_pool_counters_match(pool_of(dist))
