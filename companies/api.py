@@ -307,7 +307,7 @@ class AccountUpdateSerializer(StrictInputSerializer):
     retrieve=extend_schema(summary="An account the caller manages",
                            responses={200: AccountSerializer, 403: FORBIDDEN, 404: NOT_FOUND}),
     create=extend_schema(summary="Invite an account (A1, C5); it gets an email to set its password",
-                         request=AccountCreateSerializer,
+                         request=AccountCreateSerializer, auth=SESSION_ONLY,
                          responses={201: AccountSerializer, 400: BAD_INPUT, 403: FORBIDDEN, 404: NOT_FOUND}),
     partial_update=extend_schema(summary="Edit an account", request=AccountUpdateSerializer,
                                  auth=SESSION_ONLY,
@@ -316,14 +316,18 @@ class AccountUpdateSerializer(StrictInputSerializer):
 )
 class AccountViewSet(CompanyScopedAPIView):
     """User accounts of the caller's company, and of companies below it with assist on (C5).
-    Company administrators only (A2)."""
+    Company administrators only (A2). An API key reads accounts; changing them needs a signed-in
+    administrator (A4)."""
 
     queryset = User.objects.select_related("company")
     serializer_class = AccountSerializer
     company_field = "company"
     required_scope = ApiKeyScope.COMPANIES
-    # these services compare the actor with the account (no self-lock-out): they need a person
-    user_only_actions = frozenset({"partial_update", "activate", "deactivate"})
+    # these services compare the actor with the account (no self-lock-out): they need a person. And a
+    # key never creates accounts or resets another account's two-factor: an invited administrator
+    # could mint keys of every scope, and a reset lets whoever holds the password enrol a new device
+    # (A4; docs/decisions.md)
+    user_only_actions = frozenset({"partial_update", "activate", "deactivate", "create", "reset_two_factor"})
 
     def access_object(self, lookup):
         return access_user(self.actor, lookup)
@@ -341,7 +345,7 @@ class AccountViewSet(CompanyScopedAPIView):
     def create(self, request):
         data = self.parse_input(AccountCreateSerializer)
         company = access_company_accounts(self.actor, data.pop("company", self.caller_company.pk))
-        user = user_invite(actor=self.audit_actor, company=company, **data)
+        user = user_invite(actor=request.user, company=company, **data)
         return Response(AccountSerializer(user).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, pk=None):
@@ -364,11 +368,12 @@ class AccountViewSet(CompanyScopedAPIView):
         return Response(AccountSerializer(user_set_active(actor=request.user, user=user, active=True)).data)
 
     @extend_schema(summary="Reset two-factor authentication; the user enrols again at the next sign-in",
-                   request=None, responses={200: AccountSerializer, 403: FORBIDDEN, 404: NOT_FOUND})
+                   request=None, auth=SESSION_ONLY,
+                   responses={200: AccountSerializer, 403: FORBIDDEN, 404: NOT_FOUND})
     @action(detail=True, methods=["post"], url_path="reset-two-factor")
     def reset_two_factor(self, request, pk=None):
         user = self.get_object()
-        return Response(AccountSerializer(user_reset_two_factor(actor=self.audit_actor, user=user)).data)
+        return Response(AccountSerializer(user_reset_two_factor(actor=request.user, user=user)).data)
 
 
 # --- API keys ----------------------------------------------------------------------------------------

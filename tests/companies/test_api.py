@@ -472,15 +472,17 @@ def test_A4_api_key_acts_as_company_administrator_audited_as_system(tree):
     assert created.status_code == 201, created.content
     event = AuditEvent.objects.get(action="company.create", object_id=str(created.json()["id"]))
     assert event.actor is None and event.actor_label == "system"
-    invited = call(client, "post", url("account-list"),
+    invited = call(signed_in(tree.admins[tree.north.pk]), "post", url("account-list"),
                    {"company": created.json()["id"], "email": "vale@farm.test", "full_name": "Val"})
     assert invited.status_code == 201
     response = client.get(url("company-detail", tree.acme.pk))
     assert response.wsgi_request.tenant == tree.north  # the key's company is the request's tenant
-    # actions that need a person, and key management, are closed to keys
+    # actions that need a person, account changes and key management are closed to keys
     vale_user = invited.json()["id"]
     for method, path, body in [("patch", url("account-detail", vale_user), {"full_name": "V"}),
                                ("post", url("account-deactivate", vale_user), None),
+                               ("post", url("account-reset-two-factor", vale_user), None),
+                               ("post", url("account-list"), {"email": "more@farm.test", "full_name": "M"}),
                                ("get", url("api-key-list"), None),
                                ("post", url("api-key-list"), {"name": "more", "scopes": ["companies"]})]:
         assert call(client, method, path, body).status_code == 403, path

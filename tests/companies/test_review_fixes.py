@@ -58,3 +58,32 @@ def test_H6_X2_import_check_refuses_control_characters_with_line_and_field(platf
     assert job.status == ImportStatus.FAILED
     assert [(e["line"], e["field"]) for e in job.errors] == [(3, "company_name")]
     assert "control characters" in job.errors[0]["message"]
+
+
+# --- A4: a companies-scoped key cannot create accounts or reset another's two-factor -------------------
+
+def test_A4_api_key_cannot_invite_an_administrator_or_reset_two_factor(platform):
+    import json
+
+    from django.test import Client
+
+    from companies.models import User
+    from tests.trees import api_tree
+
+    tree = api_tree(platform)
+    _, secret = tree.keys[tree.north.pk]
+    client = Client(headers={"Authorization": f"Api-Key {secret}"})
+    victim = tree.admins[tree.acme.pk]
+    User.objects.filter(pk=victim.pk).update(totp_secret="JBSWY3DPEHPK3PXP", totp_confirmed_at="2026-01-01T00:00Z")
+    for role in ("company_admin", "reporter"):
+        response = client.post(reverse("companies-api:account-list"), content_type="application/json",
+                               data=json.dumps({"company": tree.north.pk, "email": f"{role}@evil.test",
+                                                "full_name": "Mallory", "role": role}))
+        assert response.status_code == 403, response.content
+        assert "signed-in user" in response.json()["detail"]
+    response = client.post(reverse("companies-api:account-reset-two-factor", args=[victim.pk]))
+    assert response.status_code == 403
+    assert not User.objects.filter(email__endswith="@evil.test").exists()
+    assert User.objects.get(pk=victim.pk).totp_confirmed_at is not None
+    # reading accounts stays open to the key
+    assert client.get(reverse("companies-api:account-list")).status_code == 200
