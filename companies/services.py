@@ -317,6 +317,25 @@ def company_set_two_factor(*, actor: User, company: Company, enforce: bool) -> C
     return company
 
 
+def _move_reveals(company: Company, new_parent: Company) -> bool:
+    """C2/C3/C5 across a move: would the move show the company's network or accounts to a partner
+    above it that cannot see them now? Visibility from a partner down is "assist on at every
+    company below it down to the target", so only the partners above both places matter (above the
+    new place only, a partner is the company's new partner chain, which is the point of a move), and
+    of those the lowest decides for all: the chain from it down to the old parent is closed while
+    the chain down to the new parent and the company itself are open. The company's own subtree
+    gains nothing that the company does not (its own assist closes the rest too)."""
+    if not company.partner_can_assist:
+        return False
+    old_ids, new_ids = company.ancestor_ids, [int(p) for p in new_parent.lineage.strip("/").split("/")]
+    shared = 0
+    while shared < min(len(old_ids), len(new_ids)) and old_ids[shared] == new_ids[shared]:
+        shared += 1
+    below_old, below_new = old_ids[shared:], new_ids[shared:]
+    assist = dict(Company.objects.filter(pk__in=below_old + below_new).values_list("pk", "partner_can_assist"))
+    return all(assist[pk] for pk in below_new) and not all(assist[pk] for pk in below_old)
+
+
 @in_public_schema
 @transaction.atomic
 def company_move(*, company: Company, new_parent: Company, actor: User | None = None) -> Company:
@@ -340,6 +359,12 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
         return company
     if new_parent.children.filter(name=company.name).exists():
         raise ValidationError({"parent": f"{new_parent.name} already has a company named {company.name}."})
+    if _move_reveals(company, new_parent):
+        raise ValidationError({"parent": (
+            f"{company.name} cannot move under {new_parent.name}: a partner it is under now has assist "
+            f"turned off, which hides {company.name}'s network and accounts from the partners above, and "
+            f"the move would show them. Turn off assist for {company.name} first; its own administrators "
+            "can turn it back on from My Company.")})
     problems = [problem for check in MOVE_CHECKS if (problem := check(company, new_parent))]
     if problems:
         raise ValidationError({"parent": problems})

@@ -87,3 +87,58 @@ def test_A4_api_key_cannot_invite_an_administrator_or_reset_two_factor(platform)
     assert User.objects.get(pk=victim.pk).totp_confirmed_at is not None
     # reading accounts stays open to the key
     assert client.get(reverse("companies-api:account-list")).status_code == 200
+
+
+# --- C3/C5 across H5: a move never shows a partner what an assist-off company below it hides ----------
+
+@pytest.fixture
+def hidden(platform):
+    """P ── S (partner, assist off) ── C (customer, assist on); T is a sibling of S under P."""
+    from companies.services import company_set_assist
+
+    p = make_partner(parent=platform, name="Pe MSP")
+    s = make_partner(parent=p, name="Es Sub")
+    t = make_partner(parent=p, name="Te Sub")
+    c = make_company(parent=s, name="Ce Customer")
+    admins = {x.name: make_user(company=x, role=Role.COMPANY_ADMIN) for x in (p, s, t, c)}
+    company_set_assist(actor=admins["Es Sub"], company=s, on=False)
+    for x in (p, s, t, c):
+        x.refresh_from_db()
+    return p, s, t, c, admins
+
+
+def test_C3_C5_H5_move_out_from_under_an_assist_off_partner_is_refused(client, hidden):
+    from companies.access import accounts_manageable, network_visible
+    from companies.services import company_move
+
+    p, s, t, c, admins = hidden
+    actor = admins["Pe MSP"]
+    assert not network_visible(p, c) and not accounts_manageable(actor, c)
+    for target in (p, t):  # straight under the actor, or under a sibling of the hiding partner
+        with pytest.raises(ValidationError) as error:
+            company_move(actor=actor, company=c, new_parent=target)
+        assert "assist" in error.value.message_dict["parent"][0]
+    client.force_login(actor)
+    response = client.post(reverse("companies-api:company-move", args=[c.pk]), content_type="application/json",
+                           data={"parent": p.pk})
+    assert response.status_code == 400 and "parent" in response.json()["errors"]
+    c.refresh_from_db()
+    assert c.parent_id == s.pk
+    assert not network_visible(p, c) and not accounts_manageable(actor, c)
+
+
+def test_C3_C4_H5_move_allowed_when_nothing_hidden_is_revealed(hidden):
+    from companies.access import accounts_manageable, network_visible
+    from companies.services import company_move, company_set_assist
+
+    p, s, t, c, admins = hidden
+    actor = admins["Pe MSP"]
+    # the company itself hides its network first: the move reveals nothing, C4 lets C decide later
+    company_set_assist(actor=actor, company=c, on=False)
+    company_move(actor=actor, company=c, new_parent=p)
+    assert not network_visible(p, c) and not accounts_manageable(actor, c)
+    # and a move between open partners is as before
+    other = make_company(parent=t, name="Open Customer")
+    company_move(actor=actor, company=other, new_parent=p)
+    company_move(actor=actor, company=other, new_parent=t)
+    assert network_visible(p, other)
