@@ -104,6 +104,9 @@ class License(models.Model):
     platform_seats = models.PositiveIntegerField(null=True, blank=True)
     # E6: MDR enabled with onboarding started before 2024-04-01 (legacy partners)
     mdr_onboarding_started_on = models.DateField(null=True, blank=True)
+    # H4: when the company's suspension expired its endpoints (its suspended_at); reactivation revives
+    # only the endpoints expired from then on, not trials that had run out before. None: not suspended
+    seats_expired_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"License of {self.company}"

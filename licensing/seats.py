@@ -279,7 +279,10 @@ def seats_promote_all() -> int:
 
 @transaction.atomic
 def seats_expire_company(*, company: Company) -> int:
-    """H4/T5: a suspended company's endpoints expire and give their seats back to the pool."""
+    """H4/T5: a suspended company's endpoints expire and give their seats back to the pool. The time
+    of the suspension is kept, so reactivation revives these endpoints and no earlier expiry."""
+    License.objects.filter(pk=license_of(company).pk).update(
+        seats_expired_at=company.suspended_at or timezone.now())
     rows = SeatAssignment.objects.select_for_update().filter(company=company).exclude(state=SeatState.EXPIRED)
     licensed_by_pool: dict[int, int] = {}
     for pool_id in rows.filter(state=SeatState.LICENSED).values_list("pool_id", flat=True):
@@ -294,16 +297,36 @@ def seats_expire_company(*, company: Company) -> int:
 
 @transaction.atomic
 def seats_revive_company(*, company: Company) -> int:
-    """A reactivated company's expired endpoints come back as trials (seats permitting, licensed).
+    """H4: a reactivated company's endpoints expired by its suspension (expired since it began,
+    registrations during it included) come back: those that held a seat when it began take free seats
+    first, the others return as trials (seats permitting, licensed, oldest first). A trial that had
+    run out before the suspension stays expired (L4): reactivation gives no second trial.
     The seat an endpoint held before the suspension is kept as its previous spell, so the months it
     covered still count it as licensed and the months of its trial do not (U1)."""
     now = timezone.now()
-    count = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED).update(
+    lic = License.objects.select_for_update().get_or_create(company=company)[0]
+    since, lic.seats_expired_at = lic.seats_expired_at, None
+    lic.save(update_fields=["seats_expired_at"])
+    if since is None:  # never suspended: nothing was expired by a suspension
+        return 0
+    rows = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED, expired_at__gte=since)
+    pool = pool_of(company)
+    pool = _lock_pools(pool.pk)[pool.pk]
+    held = list(rows.select_for_update().filter(licensed_at__isnull=False).order_by("first_seen_at", "id")
+                .values_list("id", flat=True))
+    seated = held if pool.capacity is None else held[:max(pool.free, 0)]
+    licensed = rows.filter(pk__in=seated).update(
+        **_keep_previous_spell(), state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None,
+        pool=pool)
+    SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + licensed)
+    trials = rows.update(
         **_keep_previous_spell(),
-        licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None,
-        pool=pool_of(company))
-    seat_pool_promote(pool=pool_of(company))
-    return count
+        licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None, pool=pool)
+    if licensed:
+        audit_record(actor=None, company=company, action="license.seats_revive", obj=company,
+                     before={"state": SeatState.EXPIRED}, after={"state": SeatState.LICENSED, "count": licensed})
+    seat_pool_promote(pool=pool)
+    return licensed + trials
 
 
 # --- reservations --------------------------------------------------------------------------------------

@@ -250,3 +250,27 @@ def test_H5_move_between_partners_of_the_same_pool_needs_no_free_seats(platform)
     company_move(company=reserved, new_parent=new)
     assert (pool_of(dist).used, pool_of(dist).carved) == (3, 1)
     assert_pool_counters_match(pool_of(dist))
+
+
+def test_H4_L4_reactivation_revives_only_what_the_suspension_expired_and_seats_the_payers_first(platform):
+    """H4/L4: reactivation brings back the endpoints the suspension expired, those that held a seat
+    first; a trial that had run out before the suspension stays expired (before: every expired row got
+    a new trial and the oldest, the long-expired trial, took the seat of the machine that had paid)."""
+    customer = make_company(parent=platform)
+    reservation_set(actor=None, company=customer, seats=0)
+    ran_out, waiting, paying = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    seat_assign(company=customer, endpoint_id=ran_out, now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
+    assert seats_expire_trials(today=dt.date(2026, 10, 1)) == 1
+    reservation_set(actor=None, company=customer, seats=1)
+    seat_assign(company=customer, endpoint_id=paying, now=dt.datetime(2026, 10, 5, tzinfo=dt.UTC))
+    seat_assign(company=customer, endpoint_id=waiting, now=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))
+    company_set_status(actor=None, company=customer, status="suspended")
+    customer.refresh_from_db()
+    during = uuid.uuid4()
+    assert seat_assign(company=customer, endpoint_id=during).state == "expired"
+    company_set_status(actor=None, company=customer, status="active")
+    state = dict(SeatAssignment.objects.filter(company=customer).values_list("endpoint_id", "state"))
+    assert state == {paying: "licensed", waiting: "trial", during: "trial", ran_out: "expired"}
+    assert_pool_counters_match(pool_of(customer))
+    paid = SeatAssignment.objects.get(endpoint_id=paying)
+    assert paid.previously_licensed_from is not None and paid.previously_licensed_until is not None
