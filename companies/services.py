@@ -17,7 +17,7 @@ from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat, Substr
 from django.urls import reverse
@@ -61,6 +61,8 @@ STATUS_HOOKS: list[Callable[[Company, str], None]] = []
 # Checks another app adds to a change of assist (C3/C4): each takes (company, on) and returns a
 # problem message, or None when the change is fine (like MOVE_CHECKS).
 ASSIST_CHECKS: list[Callable[[Company, bool], str | None]] = []
+# pg_advisory_xact_lock(namespace, 0): changes of partner run one at a time (H5, no cycles)
+MOVE_LOCK_NAMESPACE = 0x4835  # "H5"
 
 
 # --- validation ------------------------------------------------------------------------------------
@@ -345,8 +347,17 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
     cycle, or when a registered check (products, seats) fails. Usage already recorded stays with
     its months: rollups are keyed by company and month, not by partner.
     """
-    company = Company.objects.select_for_update().get(pk=company.pk)
-    new_parent = Company.objects.get(pk=new_parent.pk)
+    with connection.cursor() as cursor:
+        # one change of partner at a time: two opposite moves (A under B, B under A), or a longer
+        # ring, would each pass the cycle check below on the tree as it was before the other
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [MOVE_LOCK_NAMESPACE])
+    # both rows locked, in id order (no deadlock with another writer locking the same two), and
+    # read after the locks so the checks see any move committed meanwhile
+    locked = Company.objects.select_for_update().filter(pk__in={company.pk, new_parent.pk}).order_by("pk")
+    by_id = {row.pk: row for row in locked}
+    if company.pk not in by_id or new_parent.pk not in by_id:
+        raise Company.DoesNotExist("The company or the new partner no longer exists.")
+    company, new_parent = by_id[company.pk], by_id[new_parent.pk]
     if company.parent_id is None:
         raise ValidationError({"parent": "The platform cannot move."})
     if new_parent.type != CompanyType.PARTNER:

@@ -142,3 +142,53 @@ def test_C3_C4_H5_move_allowed_when_nothing_hidden_is_revealed(hidden):
     company_move(actor=actor, company=other, new_parent=p)
     company_move(actor=actor, company=other, new_parent=t)
     assert network_visible(p, other)
+
+
+# --- H5: two opposite moves at once cannot make a cycle ---------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_H5_opposite_concurrent_moves_cannot_create_a_cycle(platform):
+    """A under B in one transaction, B under A in another started before the first commits: the second
+    waits for the first and then refuses (the cycle check sees the committed move)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections, transaction
+
+    from companies.models import Company
+    from companies.services import company_move
+
+    a, b = make_partner(parent=platform, name="Ring A"), make_partner(parent=platform, name="Ring B")
+    first_moved, release = threading.Event(), threading.Event()
+
+    def first():
+        try:
+            with transaction.atomic():
+                company_move(company=a, new_parent=b)
+                first_moved.set()
+                release.wait(20)
+        finally:
+            connections.close_all()
+
+    def second():
+        try:
+            assert first_moved.wait(20)
+            company_move(company=b, new_parent=a)
+        except ValidationError as error:
+            return error.message_dict["parent"][0]
+        else:
+            return "moved"
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(first), pool.submit(second)
+        time.sleep(1.5)  # the second move is waiting for the first's lock (unlocked, it is done by now)
+        release.set()
+        one.result(timeout=30)
+        outcome = two.result(timeout=30)
+    a, b = Company.objects.get(pk=a.pk), Company.objects.get(pk=b.pk)
+    assert (a.parent_id, b.parent_id) == (b.pk, platform.pk)
+    assert a.lineage == f"{b.lineage}{a.pk}/"
+    assert "cannot move under" in outcome
