@@ -215,6 +215,14 @@ def platform_ensure() -> Company:
     return platform
 
 
+def _sibling_name_taken(actor: User | None, company: Company, name: str) -> str:
+    """H2 against C6: names are unique among siblings, but a company renaming itself (My Company)
+    does not see its siblings, so the answer must not tell it that one is called `name`."""
+    if actor is not None and actor.company_id not in company.ancestor_ids:
+        return "This name cannot be used. Choose another, or ask your partner."
+    return f"Another company under the same partner is named {name}."
+
+
 @in_public_schema
 @transaction.atomic
 def company_update(*, actor: User | None, company: Company, logo: UploadedFile | None = None,
@@ -234,7 +242,7 @@ def company_update(*, actor: User | None, company: Company, logo: UploadedFile |
     if (not errors.get("name") and company.parent_id is not None and
             Company.objects.filter(parent_id=company.parent_id, name=merged["name"])
             .exclude(pk=company.pk).exists()):
-        errors["name"] = f"Another company under the same partner is named {merged['name']}."
+        errors["name"] = _sibling_name_taken(actor, company, merged["name"])
     if company.type == CompanyType.CUSTOMER and not merged["manages_security"]:
         errors["manages_security"] = "A customer always manages its own endpoint security."
     elif (merged["manages_security"] != company.manages_security and actor is not None
@@ -253,7 +261,14 @@ def company_update(*, actor: User | None, company: Company, logo: UploadedFile |
         company.logo = ""
     elif logo:
         company.logo.save(logo.name, logo, save=False)
-    company.save(update_fields=[*allowed, "logo"])
+    try:
+        with transaction.atomic():
+            company.save(update_fields=[*allowed, "logo"])
+    except IntegrityError as error:
+        # a sibling took the name meanwhile (the constraint, not the check above, saw it)
+        if "company_name_unique_among_siblings" in str(error):
+            raise ValidationError({"name": _sibling_name_taken(actor, company, merged["name"])}) from None
+        raise
     audit_record(actor=actor, company=company, action="company.update", obj=company, before=before,
                  after=snapshot(company, COMPANY_AUDIT_FIELDS))
     return company
@@ -479,7 +494,9 @@ def user_invite(*, actor: User | None, company: Company, email: str, full_name: 
     errors = _validate_user_fields(email=email, full_name=full_name, role=role, timezone_name=timezone,
                                    language=language)
     if not errors.get("email") and User.objects.filter(email=email).exists():
-        errors["email"] = "An account with this email address already exists."
+        # emails are sign-in names, unique across the installation, so a refusal cannot be avoided;
+        # it names no company (docs/decisions.md)
+        errors["email"] = "This email address cannot be used for a new account. Use another address."
     if errors:
         raise ValidationError(errors)
     user = User.objects.create_user(email=email, password=None, company=company,

@@ -192,3 +192,34 @@ def test_H5_opposite_concurrent_moves_cannot_create_a_cycle(platform):
     assert (a.parent_id, b.parent_id) == (b.pk, platform.pk)
     assert a.lineage == f"{b.lineage}{a.pk}/"
     assert "cannot move under" in outcome
+
+
+# --- C6: a company renaming itself, or inviting, learns nothing about companies it cannot see -----------
+
+def test_C6_H2_renaming_own_company_does_not_name_a_sibling(client, platform):
+    partner = make_partner(parent=platform, name="Parent MSP")
+    mine = make_company(parent=partner, name="Mine Co")
+    make_company(parent=partner, name="Secret Sibling")
+    admin = make_user(company=mine, role=Role.COMPANY_ADMIN)
+    client.force_login(admin)
+    response = client.post(reverse("companies:my-company"), {"action": "details", "name": "Secret Sibling"})
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "This name cannot be used" in body and "same partner" not in body
+    # the partner above both still gets the precise answer
+    with pytest.raises(ValidationError) as error:
+        company_update(actor=make_user(company=partner), company=mine, name="Secret Sibling")
+    assert "Secret Sibling" in error.value.message_dict["name"][0]
+
+
+def test_C6_A1_inviting_an_email_used_elsewhere_names_no_company(platform):
+    from companies.services import user_invite
+
+    other = make_company(parent=platform, name="Far Away Co")
+    make_user(company=other, email="taken@example.test")
+    mine = make_company(parent=platform, name="Near Co")
+    admin = make_user(company=mine)
+    with pytest.raises(ValidationError) as error:
+        user_invite(actor=admin, company=mine, email="taken@example.test", full_name="Someone")
+    message = error.value.message_dict["email"][0]
+    assert "Far Away" not in message and "exists" not in message
