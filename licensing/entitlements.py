@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from companies.audit import audit_record
@@ -129,13 +130,22 @@ def validate_own_use(*, company: Company, keys: set[str]) -> tuple[set[str], set
 
 def _check_mdr_own_use(company: Company) -> None:
     """E6: every requirement for MDR Foundations for own use, each with its own message."""
-    parent = company.parent
+    if company.parent is None:
+        problems = [] if company.type == CompanyType.CUSTOMER else ["MDR Foundations for own use is for customer "
+                                                                    "companies."]
+        raise ValidationError({"services": problems or ["MDR Foundations needs a partner."]})
+    problems = mdr_own_use_problems(company, company.parent)
+    if problems:
+        raise ValidationError({"services": problems})
+
+
+def mdr_own_use_problems(company: Company, parent: Company) -> list[str]:
+    """E6 for `company` under its direct partner `parent` (its partner now, or the one a move would give
+    it): what is missing, one message each. The platform as direct partner asks for nothing of itself."""
     problems = []
     if company.type != CompanyType.CUSTOMER:
         problems.append("MDR Foundations for own use is for customer companies.")
-    if parent is None:
-        raise ValidationError({"services": problems or ["MDR Foundations needs a partner."]})
-    if parent.parent_id is not None and MDR not in _resell_of_parent(company):
+    if parent.parent_id is not None and MDR not in selection_of(company=parent, purpose=Purpose.RESELL).keys:
         problems.append(f"{parent.name} does not resell MDR Foundations.")
     if not company.partner_can_assist:
         problems.append(f"{company.name} must let its partner assist with security management.")
@@ -146,8 +156,13 @@ def _check_mdr_own_use(company: Company) -> None:
         if not legacy:
             problems.append(f"{parent.name} has to complete its MDR contact details (or have started MDR "
                             "onboarding before April 2024).")
-    if problems:
-        raise ValidationError({"services": problems})
+    return problems
+
+
+def _mdr_keys() -> set[str]:
+    """The own-use keys that bring MDR Foundations: the service itself and the models including it."""
+    return {MDR} | set(ModelRule.objects.filter(item__key=MDR, relation=ModelRule.Relation.INCLUDES)
+                       .values_list("protection_model__key", flat=True))
 
 
 def validate_resell(*, company: Company, keys: set[str]) -> set[str]:
@@ -221,6 +236,38 @@ def entitlement_move_check(company: Company, new_parent: Company) -> str | None:
         return None
     names = ", ".join(CatalogItem.objects.filter(key__in=missing).order_by("rank").values_list("name", flat=True))
     return f"{new_parent.name} does not resell {names}, which {company.name} uses."
+
+
+def entitlement_mdr_move_check(company: Company, new_parent: Company) -> str | None:
+    """H5/E6 (U10): a company using MDR Foundations for own use moves only under a partner with which E6
+    still holds (resells MDR, assist on, complete MDR contact details or legacy onboarding). E6 looks at a
+    company's direct partner only, and a move changes only the moved company's: the companies below it
+    keep theirs, so only the moved company is checked."""
+    if not Entitlement.objects.filter(company=company, purpose=Purpose.OWN_USE, disabled_at__isnull=True,
+                                      item__key__in=_mdr_keys()).exists():
+        return None
+    problems = mdr_own_use_problems(company, new_parent)
+    if not problems:
+        return None
+    return (f"{company.name} uses MDR Foundations, which it cannot keep under {new_parent.name} (E6): "
+            + " ".join(problems))
+
+
+def entitlement_mdr_assist_check(company: Company, on: bool) -> str | None:
+    """C3/E6: assist cannot be turned off while MDR Foundations for own use needs it: the company's own,
+    or that of a customer directly under it (E6 wants both the customer and its direct partner to have
+    assist on). Registered in companies.services.ASSIST_CHECKS."""
+    if on:
+        return None
+    users = list(Entitlement.objects.filter(Q(company=company) | Q(company__parent=company),
+                                            purpose=Purpose.OWN_USE, disabled_at__isnull=True,
+                                            item__key__in=_mdr_keys())
+                 .values_list("company__name", flat=True).distinct().order_by("company__name"))
+    if not users:
+        return None
+    return (f"Assist cannot be turned off for {company.name} while {', '.join(users)} "
+            f"{'uses' if len(users) == 1 else 'use'} MDR Foundations: it needs assist on for the customer and "
+            "its partner (E6). Remove MDR Foundations first.")
 
 
 @transaction.atomic

@@ -120,7 +120,8 @@ def test_E6_mdr_for_own_use_requires_every_condition(platform, msp):
     sub = make_partner(parent=msp, name="SubPartner")
     with pytest.raises(ValidationError, match="for customer companies"):
         own(sub, "endpoint_security", "secure", "mdr_foundations")
-    # target without assist
+    # target without assist (turned off once MDR is no longer used: see test_C3_E6_...)
+    own(customer, "endpoint_security", "secure")
     company_set_assist(actor=None, company=customer, on=False)
     with pytest.raises(ValidationError, match="Clinic must let its partner assist"):
         own(customer, "endpoint_security", "secure", "mdr_foundations")
@@ -170,3 +171,41 @@ def test_H5_move_refused_when_new_partner_lacks_a_product(platform, msp):
     entitlements_set(actor=None, company=poor, purpose="resell",
                      keys={"endpoint_security", "a_la_carte", "full_disk_encryption"})
     company_move(company=customer, new_parent=poor)
+
+
+def test_H5_E6_U10_move_refused_when_mdr_foundations_would_lose_a_requirement(platform, msp):
+    """H5/E6: a customer using MDR Foundations (here through Secure Plus) moves only under a partner
+    with which E6 holds; reselling the items (E3) is not enough (before: moved, and billed MDR under
+    a partner without MDR contact details, U10)."""
+    customer = make_company(parent=msp, name="Clinic")
+    own(customer, "endpoint_security", "secure_plus")
+    target = make_partner(parent=platform, name="Target")
+    mdr_contact_set(actor=None, company=target, **FULL_MDR)
+    entitlements_set(actor=None, company=target, purpose="resell",
+                     keys={"endpoint_security", "secure_plus", "mdr_foundations"})
+    mdr_contact_set(actor=None, company=target, primary_email="")
+    with pytest.raises(ValidationError, match="Clinic uses MDR Foundations, which it cannot keep under Target "
+                                              r"\(E6\): Target has to complete its MDR contact details"):
+        company_move(company=customer, new_parent=target)
+    mdr_contact_set(actor=None, company=target, **FULL_MDR)
+    company_move(company=customer, new_parent=target)
+    customer.refresh_from_db()
+    assert customer.parent_id == target.pk
+
+
+def test_C3_E6_assist_stays_on_while_mdr_foundations_needs_it(platform, msp):
+    """C3/E6: neither a customer using MDR Foundations nor its direct partner can turn assist off;
+    once MDR Foundations is removed they can."""
+    sub = make_partner(parent=msp, name="Sub")
+    mdr_contact_set(actor=None, company=sub, **FULL_MDR)
+    entitlements_set(actor=None, company=sub, purpose="resell", keys={"endpoint_security", "secure",
+                                                                      "mdr_foundations"})
+    customer = make_company(parent=sub, name="Clinic")
+    own(customer, "endpoint_security", "secure", "mdr_foundations")
+    for company in (customer, sub):
+        with pytest.raises(ValidationError, match="Assist cannot be turned off for .* while Clinic uses MDR "
+                                                  "Foundations"):
+            company_set_assist(actor=None, company=company, on=False)
+    own(customer, "endpoint_security", "secure")
+    company_set_assist(actor=None, company=sub, on=False)
+    company_set_assist(actor=None, company=customer, on=False)
