@@ -31,8 +31,10 @@ def snapshot(instance, fields: list[str] | None = None) -> dict:
 
 
 def audit_record(*, actor: User | None, company: Company, action: str, obj, before: dict | None = None,
-                 after: dict | None = None) -> AuditEvent | None:
-    """Record a change; a change that changed nothing is not recorded."""
+                 after: dict | None = None, lineage: str | None = None) -> AuditEvent | None:
+    """Record a change; a change that changed nothing is not recorded. The event keeps the
+    company's lineage (or `lineage`, a move's old place): who may read it is decided by the tree as
+    it was, not as it is later (audit_events_visible)."""
     if before is not None and after is not None:
         changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
         if not changed:
@@ -41,6 +43,8 @@ def audit_record(*, actor: User | None, company: Company, action: str, obj, befo
         after = {k: after.get(k) for k in sorted(changed)}
     return AuditEvent.objects.create(
         company=company,
+        lineage=(lineage or company.lineage
+                 or Company.objects.filter(pk=company.pk).values_list("lineage", flat=True).first() or ""),
         actor=actor,
         actor_label=actor.email if actor is not None else "system",
         action=action,
@@ -53,8 +57,11 @@ def audit_record(*, actor: User | None, company: Company, action: str, obj, befo
 
 
 def audit_events_visible(*, viewer_company: Company, company: Company | None = None) -> QuerySet[AuditEvent]:
-    """Events the viewer may read: those of its own company and of companies below it."""
-    events = AuditEvent.objects.filter(company__lineage__startswith=viewer_company.lineage)
+    """Events the viewer may read: those of its own company and of companies below it, recorded
+    while the viewer was the company or above it (C6: a partner a company moved under does not read
+    its earlier history, nor the old partner's people; the old partner keeps its own "moved out")."""
+    events = AuditEvent.objects.filter(company__lineage__startswith=viewer_company.lineage,
+                                       lineage__contains=f"/{viewer_company.pk}/")
     if company is not None:
         events = events.filter(company=company)
     return events.select_related("company")

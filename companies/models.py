@@ -233,9 +233,12 @@ class ApiKey(models.Model):
 
 class AuditEvent(models.Model):
     """X1: who, when, what, before and after. `company` is the company the change concerns; the
-    event is visible to that company and its partner chain (every ancestor)."""
+    event is visible to that company and its partner chain (every ancestor) as it was when the event
+    was recorded: `lineage` is the company's lineage then, so a partner a company moves under later
+    does not read what happened before it arrived (C6)."""
 
     company = models.ForeignKey(Company, related_name="audit_events", on_delete=models.CASCADE)
+    lineage = models.CharField(max_length=2000, blank=True, default="", editable=False)
     actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     actor_label = models.CharField(max_length=254)  # kept when the user is gone: "system" for tasks
     action = models.CharField(max_length=64)

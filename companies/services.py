@@ -395,7 +395,7 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
     if problems:
         raise ValidationError({"parent": problems})
     before = snapshot(company, COMPANY_AUDIT_FIELDS)
-    old_prefix = company.lineage
+    old_prefix = company.lineage  # the move is recorded at the old place: the new partner does not read it
     new_prefix = f"{new_parent.lineage}{company.pk}/"
     depth_shift = new_parent.depth + 1 - company.depth
     Company.objects.filter(lineage__startswith=old_prefix).update(
@@ -408,7 +408,12 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
     for hook in MOVE_HOOKS:
         hook(company, old_parent)
     audit_record(actor=actor, company=company, action="company.move", obj=company, before=before,
-                 after=snapshot(company, COMPANY_AUDIT_FIELDS))
+                 after=snapshot(company, COMPANY_AUDIT_FIELDS), lineage=old_prefix)
+    # X1 for both partners, each told only of its own side (C6: neither learns the other)
+    audit_record(actor=actor, company=old_parent, action="company.move_out", obj=company,
+                 before={"parent": old_parent.pk})
+    audit_record(actor=actor, company=new_parent, action="company.move_in", obj=company,
+                 after={"parent": new_parent.pk})
     return company
 
 

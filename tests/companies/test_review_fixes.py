@@ -223,3 +223,77 @@ def test_C6_A1_inviting_an_email_used_elsewhere_names_no_company(platform):
         user_invite(actor=admin, company=mine, email="taken@example.test", full_name="Someone")
     message = error.value.message_dict["email"][0]
     assert "Far Away" not in message and "exists" not in message
+
+
+# --- X1/C6: after a move, each partner reads only the history of its own time --------------------------
+
+def test_X1_C6_move_history_stays_with_the_partner_it_happened_under(client, platform):
+    from companies.models import AuditEvent
+    from companies.services import company_move
+
+    g = make_partner(parent=platform, name="Gee Distribution")
+    s, t = make_partner(parent=g, name="Es MSP"), make_partner(parent=g, name="Te MSP")
+    c = make_company(parent=s, name="Ce Dental")
+    s_admin = make_user(company=s, email="admin@es-msp.test")
+    t_admin, g_admin = make_user(company=t), make_user(company=g, email="admin@gee.test")
+    company_update(actor=s_admin, company=c, address="1 Es Street")
+    company_move(actor=g_admin, company=c, new_parent=t)
+    company_update(actor=t_admin, company=c, address="2 Te Street")
+
+    def page(user, name, *args):
+        client.force_login(user)
+        response = client.get(reverse(name, args=args))
+        assert response.status_code == 200
+        return response.content.decode()
+
+    t_view = page(t_admin, "companies:detail", c.pk)
+    assert "2 Te Street" in t_view
+    assert "admin@es-msp.test" not in t_view  # S's people, before T's time
+    client.force_login(t_admin)
+    events = client.get(reverse("companies:detail", args=[c.pk])).context["events"]
+    assert [(e.action, e.actor_label) for e in events] == [("company.update", t_admin.email)]
+    g_view = page(g_admin, "companies:detail", c.pk)
+    assert "1 Es Street" in g_view and "2 Te Street" in g_view and "company.move" in g_view
+    c_view = page(make_user(company=c), "companies:my-company")
+    assert "1 Es Street" in c_view and "company.move" in c_view
+    # the old partner is told the company left, the new one that it arrived; neither names the other
+    s_view = page(s_admin, "companies:my-company")
+    assert "company.move_out" in s_view and "Ce Dental" in s_view and "Te MSP" not in s_view
+    t_own = page(t_admin, "companies:my-company")
+    assert "company.move_in" in t_own and "Es MSP" not in t_own
+    assert AuditEvent.objects.get(action="company.move_out").company_id == s.pk
+
+
+def test_X1_C6_backfill_gives_old_events_the_lineage_of_their_time(platform):
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from companies.models import AuditEvent
+    from companies.services import company_move
+
+    g, h = make_partner(parent=platform, name="Gee"), make_partner(parent=platform, name="Aitch")
+    s, t = make_partner(parent=g, name="Es"), make_partner(parent=g, name="Te")
+    c = make_company(parent=s, name="Ce")
+    company_update(actor=None, company=c, address="under S")
+    company_move(actor=None, company=c, new_parent=t)
+    company_update(actor=None, company=c, address="under T in G")
+    company_move(actor=None, company=t, new_parent=h)
+    company_update(actor=None, company=c, address="under T in H")
+    recorded = dict(AuditEvent.objects.values_list("pk", "lineage"))
+    AuditEvent.objects.update(lineage="")  # as the field arrives on existing rows
+
+    migration = importlib.import_module("companies.migrations.0004_auditevent_lineage")
+    migration.backfill(apps, SimpleNamespace(connection=connection))
+
+    def lineage_of(address):
+        return AuditEvent.objects.get(action="company.update", company=c, after__address=address).lineage
+
+    p = platform.pk
+    assert lineage_of("under S") == f"/{p}/{g.pk}/{s.pk}/{c.pk}/"
+    assert lineage_of("under T in G") == f"/{p}/{g.pk}/{t.pk}/{c.pk}/"
+    assert lineage_of("under T in H") == f"/{p}/{h.pk}/{t.pk}/{c.pk}/"
+    # and what the backfill rebuilds is what recording now stores
+    assert dict(AuditEvent.objects.values_list("pk", "lineage")) == recorded
