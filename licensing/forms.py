@@ -1,18 +1,20 @@
 from django import forms
 
-from .models import CatalogItem
+from .models import MAX_SEATS, CatalogItem
 
 
 class LicenseForm(forms.Form):
     reserve = forms.BooleanField(required=False, label="Reserve seats")
-    reserved_seats = forms.IntegerField(required=False, min_value=0, label="Reserved seats")
+    reserved_seats = forms.IntegerField(required=False, min_value=0, max_value=MAX_SEATS, label="Reserved seats",
+                                        error_messages={"max_value": "Reserved seats: at most %(limit_value)s."})
     has_end_date = forms.BooleanField(required=False, label="Add subscription end date")
     end_date = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="End date")
     auto_renew = forms.BooleanField(required=False, label="Set auto-renewal")
     renew_months = forms.IntegerField(required=False, min_value=1, max_value=120, initial=12,
                                       label="Renew for (months)")
     has_minimum = forms.BooleanField(required=False, label="Select minimum usage")
-    minimum_usage = forms.IntegerField(required=False, min_value=0, label="Minimum usage (seats)")
+    minimum_usage = forms.IntegerField(required=False, min_value=0, max_value=MAX_SEATS, label="Minimum usage (seats)",
+                                       error_messages={"max_value": "Minimum usage: at most %(limit_value)s seats."})
     own_product = forms.ChoiceField(required=False, choices=())
     own_model = forms.ChoiceField(required=False, choices=())
     own_use = forms.MultipleChoiceField(required=False, choices=())

@@ -6,6 +6,9 @@ from django.utils import timezone
 
 from companies.models import Company
 
+# Seat numbers are stored in PostgreSQL integer columns: anything larger is a field error (X2), not a 500
+MAX_SEATS = 2**31 - 1
+
 
 class ItemKind(models.TextChoices):
     PRODUCT_TYPE = "product_type", "Product type"

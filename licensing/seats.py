@@ -27,7 +27,7 @@ from companies.audit import audit_record
 from companies.models import Company, CompanyStatus, User
 from companies.selectors import company_subtree
 
-from .models import License, SeatAssignment, SeatPool, SeatState
+from .models import MAX_SEATS, License, SeatAssignment, SeatPool, SeatState
 
 
 @dataclass(frozen=True)
@@ -361,6 +361,8 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
         raise ValidationError({"reserved_seats": "The platform's seats are set as platform seats."})
     if seats is not None and (not isinstance(seats, int) or seats < 0):
         raise ValidationError({"reserved_seats": "Enter a whole number of seats, 0 or more."})
+    if seats is not None and seats > MAX_SEATS:
+        raise ValidationError({"reserved_seats": f"Reserved seats: at most {MAX_SEATS}."})
     lic = License.objects.select_for_update().get_or_create(company=company)[0]
     # after the licence (as license_update and subscription_set take them) and before any pool:
     # registrations below the company decide their pool under this lock (_company_locked)
@@ -456,6 +458,8 @@ def _move_members(*, company: Company, from_pool: SeatPool, to_pool: SeatPool, w
 def platform_seats_set(*, actor: User | None, seats: int | None) -> SeatPool:
     platform = Company.objects.get(parent__isnull=True)
     pool = _lock_pools(pool_of(platform).pk)[pool_of(platform).pk]
+    if seats is not None and seats > MAX_SEATS:
+        raise ValidationError({"platform_seats": f"Platform seats: at most {MAX_SEATS}."})
     if seats is not None and seats < pool.used + pool.carved:
         raise ValidationError({"platform_seats": f"{pool.used + pool.carved} seats are in use or reserved."})
     License.objects.filter(company=platform).update(platform_seats=seats)

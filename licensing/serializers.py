@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from gz_console.api import StrictInputSerializer
 
-from .models import CatalogItem, ItemKind, MdrContact, ModelRule, SeatAssignment
+from .models import MAX_SEATS, CatalogItem, ItemKind, MdrContact, ModelRule, SeatAssignment
 
 # --- the catalogue (E1, E2, E7) ---------------------------------------------------------------------
 
@@ -121,9 +121,12 @@ class CompanyLicensingRowSerializer(serializers.Serializer):
 class LicenseUpdateSerializer(StrictInputSerializer):
     # Every field is optional; only those given change (the same service as the Licensing page).
 
-    reserved_seats = serializers.IntegerField(allow_null=True, help_text="L1/L3; null: back to the shared "
-                                                                         "pool (L2).")
-    minimum_usage = serializers.IntegerField(allow_null=True, help_text="L6; null: none.")
+    reserved_seats = serializers.IntegerField(
+        allow_null=True, max_value=MAX_SEATS, error_messages={"max_value": "Reserved seats: at most {max_value}."},
+        help_text="L1/L3; null: back to the shared pool (L2).")
+    minimum_usage = serializers.IntegerField(
+        allow_null=True, max_value=MAX_SEATS, error_messages={"max_value": "Minimum usage: at most {max_value}."},
+        help_text="L6; null: none.")
     end_date = serializers.DateField(allow_null=True, help_text="S1; null: inherit the parent's.")
     auto_renew = serializers.BooleanField(help_text="S3; needs an end date.")
     renew_months = serializers.IntegerField(help_text="S3: 1 to 120.")

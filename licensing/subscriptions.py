@@ -11,7 +11,7 @@ from django.utils import timezone
 from companies.audit import audit_record
 from companies.models import Company, CompanyStatus, User
 
-from .models import License
+from .models import MAX_SEATS, License
 from .seats import license_of, seats_expire_trials, seats_promote_all
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,8 @@ def subscription_set(*, actor: User | None, company: Company, end_date: dt.date 
     if minimum_usage is not None:
         if minimum_usage < 0:
             errors["minimum_usage"] = "The minimum usage cannot be negative."
+        elif minimum_usage > MAX_SEATS:
+            errors["minimum_usage"] = f"Minimum usage: at most {MAX_SEATS}."
         elif lic.reserved_seats is None:
             errors["minimum_usage"] = "Minimum usage needs reserved seats: it consumes them (L6)."
         elif minimum_usage > lic.reserved_seats:

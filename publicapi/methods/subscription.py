@@ -3,6 +3,8 @@ arguments of licensing.services (license_update, company_onboard)."""
 
 from typing import Any
 
+from licensing.models import MAX_SEATS
+
 from ..fields import ADDONS, PRODUCT_TYPES, PROTECTION_MODELS
 from ..jsonrpc import date_param, invalid_param
 
@@ -117,7 +119,7 @@ def license_changes(raw: dict | None, *, prefix: str, creating: bool = False) ->
     elif raw.get("removeReservedSlots") not in (None, False):
         raise invalid_param(name("removeReservedSlots"), "must be true or false.")
     if raw.get("reservedSlots") is not None:
-        changes["reserved_seats"] = _int(name("reservedSlots"), raw["reservedSlots"])
+        changes["reserved_seats"] = _int(name("reservedSlots"), raw["reservedSlots"], maximum=MAX_SEATS)
     if "endSubscription" in raw:
         changes["end_date"] = date_param(name("endSubscription"), raw["endSubscription"])
         if changes["end_date"] is None:
@@ -131,7 +133,8 @@ def license_changes(raw: dict | None, *, prefix: str, creating: bool = False) ->
         minimum = raw["minimumUsage"]
         if isinstance(minimum, dict):  # the shape getMonthlyUsage answers with
             minimum = minimum.get("endpointMonthlyUsage")
-        changes["minimum_usage"] = None if minimum in (None, 0) else _int(name("minimumUsage"), minimum)
+        changes["minimum_usage"] = (None if minimum in (None, 0)
+                                    else _int(name("minimumUsage"), minimum, maximum=MAX_SEATS))
     own = _own_use(prefix, raw.get("ownUse"), raw.get("assignedProductType"))
     if own is not None:
         changes["own_use"] = own

@@ -7,6 +7,7 @@ import re
 import uuid
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -436,6 +437,23 @@ def test_X2_bad_input_names_the_field(tree):
     assert set(errors(call(north, "patch", url("licensing-mdr-contact", tree.north.pk),
                            {"primary_email": "not-an-email"}))) == {"primary_email"}
     assert not AuditEvent.objects.filter(company=tree.acme, action__startswith="license").exists()
+
+
+def test_X2_L1_L6_a_seat_number_too_large_is_a_field_error_not_a_500(tree):
+    """X2: 3,000,000,000 seats does not fit a seat column; the API names the field (before: a 500)."""
+    north = as_admin(tree, tree.north)
+    path = url("licensing-detail", tree.acme.pk)
+    assert errors(call(north, "patch", path, {"reserved_seats": 3_000_000_000})) == {
+        "reserved_seats": ["Reserved seats: at most 2147483647."]}
+    assert errors(call(north, "patch", path, {"reserved_seats": 10, "minimum_usage": 3_000_000_000})) == {
+        "minimum_usage": ["Minimum usage: at most 2147483647."]}
+    with pytest.raises(ValidationError, match="at most 2147483647"):
+        reservation_set(actor=None, company=tree.acme, seats=3_000_000_000)
+    # the Licensing page's form
+    page = as_admin(tree, tree.north).post(reverse("licensing:company", args=[tree.acme.pk]),
+                                           {"reserve": "on", "reserved_seats": "3000000000"})
+    assert page.status_code == 400 and b"Reserved seats: at most 2147483647." in page.content
+    assert license_of(tree.acme).reserved_seats is None
 
 
 # --- entitlements ------------------------------------------------------------------------------------
