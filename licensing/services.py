@@ -56,8 +56,11 @@ def company_onboard(*, actor: User, parent: Company, name: str, type: str,
     return company
 
 
-def licensing_summary(*, company: Company) -> dict:
-    """What the Licensing page shows for one company."""
+def licensing_summary(*, company: Company, viewer: Company | None = None) -> dict:
+    """What the Licensing page shows for one company. The trial endpoints are an endpoint list: only
+    for a viewer that sees the company's network (C1-C3), like the REST API's trials."""
+    from companies.access import network_visible
+
     from .models import SeatAssignment, SeatState
     from .seats import available_to_reserve, pool_of
     from .subscriptions import effective_end_date
@@ -77,7 +80,7 @@ def licensing_summary(*, company: Company) -> dict:
         "end_date_owner": end_owner,
         "seat_counts": counts,
         "trials": SeatAssignment.objects.filter(company=company, state=SeatState.TRIAL)
-        .order_by("first_seen_at")[:200],
+        .order_by("first_seen_at")[:200] if viewer is not None and network_visible(viewer, company) else [],
         "own_use": (own := selection_of(company=company, purpose=Purpose.OWN_USE)),
         "own_use_names": list(CatalogItem.objects.filter(key__in=own.effective).order_by("kind", "rank")
                               .values_list("name", flat=True)),

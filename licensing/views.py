@@ -106,7 +106,7 @@ class CompanyLicensingView(PageView):
         })
 
     def _render(self, request, company, editable, form, status=200):
-        summary = licensing_summary(company=company)
+        summary = licensing_summary(company=company, viewer=request.user.company)
         return render(request, "licensing/company.html", {
             "company": company, "editable": editable, "form": form, **summary,
             "pool_in_view": in_subtree(request.user.company, summary["pool_owner"]),

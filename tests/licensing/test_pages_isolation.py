@@ -54,3 +54,22 @@ def test_C6_a_top_level_partner_does_not_see_the_platforms_pool(tree):
     text = signed_in(make_user(company=north)).get(reverse("licensing:overview")).content.decode()
     assert platform.name not in text
     assert "7 used" not in text  # the stranger's endpoints, counted in the platform's pool
+
+
+def test_C2_C3_trial_endpoints_on_the_licensing_page_only_where_the_network_is_visible(tree):
+    """C3: with the customer's assist off, its partner's Licensing page shows the trial count but not
+    the trial endpoints' ids (REST /trials/ answers 404 alike)."""
+    from companies.services import company_set_assist
+
+    _platform, north, kite_sub = tree
+    customer = make_company(parent=north, name="Quiet Clinic")
+    reservation_set(actor=None, company=customer, seats=0)
+    endpoint = uuid.uuid4()
+    seat_assign(company=customer, endpoint_id=endpoint)
+    partner = signed_in(make_user(company=north))
+    path = reverse("licensing:company", args=[customer.pk])
+    assert str(endpoint) in partner.get(path).content.decode()
+    company_set_assist(actor=None, company=customer, on=False)
+    text = partner.get(path).content.decode()
+    assert str(endpoint) not in text and 'data-testid="trial-table"' not in text
+    assert "1 in trial" in text
