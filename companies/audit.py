@@ -1,6 +1,9 @@
 """X1: the audit log. Every service that changes companies, reservations, subscriptions,
 entitlements, users or integrations records an event here, in the same transaction."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from django.db.models import QuerySet
@@ -10,6 +13,29 @@ from django.forms.models import model_to_dict
 from .models import AuditEvent, Company, User
 
 SECRET_FIELDS = {"password", "totp_secret", "key_hash", "private_key", "token_hash"}
+# X1: the API key a request runs under. Services record a key's changes with no person (actor None);
+# the event names the key instead of "system". Set per request by the REST and JSON-RPC front doors.
+_API_KEY_LABEL: ContextVar[str | None] = ContextVar("audit_api_key_label", default=None)
+
+
+def api_key_label(key) -> str:
+    return f"API key {key.prefix} ({key.name})"[:254]
+
+
+@contextmanager
+def audit_as_api_key(key) -> Iterator[None]:
+    """Changes recorded without a person inside this block name `key` (None: "system")."""
+    token = _API_KEY_LABEL.set(api_key_label(key) if key is not None else None)
+    try:
+        yield
+    finally:
+        _API_KEY_LABEL.reset(token)
+
+
+def audit_api_key_set(key) -> None:
+    """The same, for a caller that cannot wrap a block (DRF authenticates inside dispatch); the
+    caller resets by leaving an audit_as_api_key(None) block around it."""
+    _API_KEY_LABEL.set(api_key_label(key))
 
 
 def _jsonable(value: Any) -> Any:
@@ -46,7 +72,7 @@ def audit_record(*, actor: User | None, company: Company, action: str, obj, befo
         lineage=(lineage or company.lineage
                  or Company.objects.filter(pk=company.pk).values_list("lineage", flat=True).first() or ""),
         actor=actor,
-        actor_label=actor.email if actor is not None else "system",
+        actor_label=actor.email if actor is not None else (_API_KEY_LABEL.get() or "system"),
         action=action,
         object_type=obj._meta.model_name if hasattr(obj, "_meta") else str(type(obj).__name__),
         object_id=str(getattr(obj, "pk", "")),

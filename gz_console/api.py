@@ -14,7 +14,8 @@ Who is calling
       own pages can call the API. ``request.user`` is the ``User``.
 
     Services record who changed what (X1) with a ``User`` or ``None``: a key is not a user, so
-    views pass ``self.audit_actor``, which is ``None`` for a key and the audit log says "system".
+    views pass ``self.audit_actor``, which is ``None`` for a key; the audit log then names the key
+    ("API key <prefix> (<name>)", companies.audit.audit_as_api_key), not "system".
     The few services that need a person (they compare the actor with the account being changed, or
     C4's "only the company's own users") are listed per view in ``user_only_actions`` and answer 403
     to a key. A key never manages keys: a key could otherwise mint a key with wider scopes.
@@ -56,6 +57,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 from rest_framework.viewsets import GenericViewSet
 
+from companies.audit import audit_api_key_set, audit_as_api_key
 from companies.models import ApiKey, Company, Role, User
 from companies.services import api_key_authenticate
 
@@ -213,8 +215,20 @@ class CompanyScopedAPIView(GenericViewSet):
 
     @property
     def audit_actor(self) -> User | None:
-        """The actor services record in the audit log: the user, or None ("system") for a key."""
+        """The actor services record in the audit log: the user, or None for a key (the event then
+        names the key: see dispatch)."""
         return self.request.user if isinstance(self.request.user, User) else None
+
+    def dispatch(self, request, *args, **kwargs):
+        # the key a request authenticates with is known only inside dispatch (initial); whatever
+        # initial sets is undone here, so it never outlives the request on this thread
+        with audit_as_api_key(None):
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if isinstance(request.user, ApiKeyPrincipal):
+            audit_api_key_set(request.user.api_key)
 
     # -- the queryset -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from companies.audit import audit_as_api_key
 from companies.models import ApiKey, ApiKeyScope
 from companies.services import api_key_authenticate
 from gz_console.api import ApiKeyPrincipal
@@ -393,8 +394,9 @@ def report_download_view(request: HttpRequest, file_id: int, fmt: str) -> HttpRe
 
 def _call(method: RpcMethod, context: RpcContext, params: dict) -> Any:
     try:
-        # a method's writes are all-or-nothing (X2): one transaction around the whole call
-        with transaction.atomic():
+        # a method's writes are all-or-nothing (X2): one transaction around the whole call; the
+        # audit log names the key for changes made without a person (X1)
+        with transaction.atomic(), audit_as_api_key(context.api_key):
             return method.func(context, params)
     except Http404:
         # the same answer for a missing and a foreign id (C6): the body never says which

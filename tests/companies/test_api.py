@@ -466,12 +466,13 @@ def test_A4_revoked_or_unknown_key_is_refused(tree):
     assert client.get(url("company-list"), headers={"Authorization": f"Api-Key {secret}"}).status_code == 401
 
 
-def test_A4_api_key_acts_as_company_administrator_audited_as_system(tree):
-    client = key_client(tree.keys[tree.north.pk][1])
+def test_A4_X1_api_key_acts_as_company_administrator_audited_as_the_key(tree):
+    key, secret = tree.keys[tree.north.pk]
+    client = key_client(secret)
     created = call(client, "post", url("company-list"), {"name": "Vale Farm", "type": "customer"})
     assert created.status_code == 201, created.content
     event = AuditEvent.objects.get(action="company.create", object_id=str(created.json()["id"]))
-    assert event.actor is None and event.actor_label == "system"
+    assert event.actor is None and event.actor_label == f"API key {key.prefix} ({key.name})"
     invited = call(signed_in(tree.admins[tree.north.pk]), "post", url("account-list"),
                    {"company": created.json()["id"], "email": "vale@farm.test", "full_name": "Val"})
     assert invited.status_code == 201

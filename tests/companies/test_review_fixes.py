@@ -297,3 +297,34 @@ def test_X1_C6_backfill_gives_old_events_the_lineage_of_their_time(platform):
     assert lineage_of("under T in H") == f"/{p}/{h.pk}/{t.pk}/{c.pk}/"
     # and what the backfill rebuilds is what recording now stores
     assert dict(AuditEvent.objects.values_list("pk", "lineage")) == recorded
+
+
+# --- X1: changes made with an API key name the key, over REST and JSON-RPC -----------------------------
+
+def test_X1_api_key_changes_name_the_key_not_system(platform):
+    import base64
+    import json
+
+    from django.test import Client
+
+    from companies.models import AuditEvent
+    from tests.trees import api_tree
+
+    tree = api_tree(platform)
+    key, secret = tree.keys[tree.north.pk]
+    label = f"API key {key.prefix} ({key.name})"
+    rest = Client(headers={"Authorization": f"Api-Key {secret}"})
+    response = rest.post(reverse("companies-api:company-suspend", args=[tree.acme.pk]),
+                         content_type="application/json", data=json.dumps({"reason": "unpaid"}))
+    assert response.status_code == 200, response.content
+    assert AuditEvent.objects.get(action="company.suspend", company=tree.acme).actor_label == label
+    basic = "Basic " + base64.b64encode(f"{secret}:".encode()).decode()
+    response = Client().post("/api/v1.0/jsonrpc/companies", content_type="application/json",
+                             HTTP_AUTHORIZATION=basic,
+                             data=json.dumps({"id": 1, "jsonrpc": "2.0", "method": "updateCompanyDetails",
+                                              "params": {"companyId": tree.kite_bakery.pk, "address": "9 Rpc Road"}}))
+    assert "error" not in response.json(), response.json()
+    assert AuditEvent.objects.get(action="company.update", company=tree.kite_bakery).actor_label == label
+    # the label does not outlive the request: a later change without a person is "system" again
+    company_update(actor=None, company=tree.pine, address="after")
+    assert AuditEvent.objects.get(action="company.update", company=tree.pine).actor_label == "system"
