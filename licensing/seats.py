@@ -490,7 +490,7 @@ def seat_move_check(company: Company, new_parent: Company) -> str | None:
 
 
 def seat_after_move(company: Company, old_parent: Company) -> None:
-    """H5: after a move, the company's seats leave the old pool and enter the new one."""
+    """H5: after a move, the company's seats (and its trials) leave the old pool and enter the new one."""
     lic = license_of(company)
     new_pool = pool_of(company.parent)
     old_pool = pool_of(old_parent)
@@ -505,4 +505,6 @@ def seat_after_move(company: Company, old_parent: Company) -> None:
         carved = _carved_from_above(company)
         SeatPool.objects.filter(pk=old_pool.pk).update(carved=F("carved") - carved)
         SeatPool.objects.filter(pk=new_pool.pk).update(carved=F("carved") + carved)
-    seat_pool_promote(pool=pools[old_pool.pk])
+    # L4: seats freed in the old pool go to its trials; the trials that came along take the new pool's
+    for pool_id in sorted(pools):
+        seat_pool_promote(pool=pools[pool_id])

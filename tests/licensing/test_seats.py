@@ -274,3 +274,18 @@ def test_H4_L4_reactivation_revives_only_what_the_suspension_expired_and_seats_t
     assert_pool_counters_match(pool_of(customer))
     paid = SeatAssignment.objects.get(endpoint_id=paying)
     assert paid.previously_licensed_from is not None and paid.previously_licensed_until is not None
+
+
+def test_H5_L4_trials_that_move_take_the_new_pools_free_seats(platform):
+    """H5/L4: a company's trial endpoints moved into a pool with free seats take them at once (before:
+    only the old pool promoted, and they waited in trial next to free seats)."""
+    old, new = make_partner(parent=platform, name="Old"), make_partner(parent=platform, name="New")
+    reservation_set(actor=None, company=old, seats=1)
+    reservation_set(actor=None, company=new, seats=5)
+    customer = make_company(parent=old)
+    install(customer, 2)
+    assert states(customer) == ["licensed", "trial"]
+    company_move(company=customer, new_parent=new)
+    assert states(customer) == ["licensed", "licensed"]
+    assert (pool_of(new).used, pool_of(old).used) == (2, 0)
+    assert_pool_counters_match(pool_of(new))
