@@ -218,25 +218,37 @@ def seat_release(*, company: Company, endpoint_id: uuid.UUID) -> None:
 
 @transaction.atomic
 def seat_pool_promote(*, pool: SeatPool, now: dt.datetime | None = None) -> int:
-    """L4: trial endpoints take free seats, oldest first. Returns how many were promoted."""
+    """L4: trial endpoints take free seats, oldest first. Returns how many were promoted.
+
+    The pool row is locked first, then the chosen trial rows in id order (as seats_expire_trials locks
+    them); the UPDATE promotes only rows still in trial in an active company, and the pool counts what
+    it changed: a trial expired, released or suspended meanwhile keeps its state and takes no seat (L5)."""
     now = now or timezone.now()
     pool = SeatPool.objects.select_for_update().get(pk=pool.pk)
-    trials = (SeatAssignment.objects.filter(pool=pool, state=SeatState.TRIAL)
-              .exclude(company__status=CompanyStatus.SUSPENDED).order_by("first_seen_at", "id"))
+    trials = (SeatAssignment.objects.filter(pool=pool, state=SeatState.TRIAL, company__status=CompanyStatus.ACTIVE)
+              .order_by("first_seen_at", "id"))
     if pool.capacity is not None:
         free = pool.capacity - pool.used - pool.carved
         if free <= 0:
             return 0
         trials = trials[:free]
-    rows = list(trials.values_list("id", "company_id", "endpoint_id"))
-    if not rows:
+    chosen = list(trials.values_list("id", flat=True))
+    if not chosen:
         return 0
+    rows = list(SeatAssignment.objects.select_for_update().filter(pk__in=chosen, state=SeatState.TRIAL)
+                .order_by("id").values_list("id", "company_id", "endpoint_id"))
     ids = [row_id for row_id, _company, _endpoint in rows]
-    SeatAssignment.objects.filter(pk__in=ids).update(state=SeatState.LICENSED, trial_ends_on=None,
-                                                     licensed_at=now)
-    SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + len(ids))
+    promoted = SeatAssignment.objects.filter(pk__in=ids, state=SeatState.TRIAL,
+                                             company__status=CompanyStatus.ACTIVE).update(
+        state=SeatState.LICENSED, trial_ends_on=None, licensed_at=now)
+    if not promoted:
+        return 0
+    SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + promoted)
+    if promoted != len(rows):  # a company suspended meanwhile: audit what was promoted
+        rows = list(SeatAssignment.objects.filter(pk__in=ids, state=SeatState.LICENSED, licensed_at=now)
+                    .values_list("id", "company_id", "endpoint_id"))
     _audit_trials(rows, action="license.trials_promote", state=SeatState.LICENSED)
-    return len(ids)
+    return promoted
 
 
 AUDITED_ENDPOINT_IDS = 500  # per event; the count is always whole

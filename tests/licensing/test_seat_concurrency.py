@@ -1,6 +1,7 @@
 """SPEC L5: concurrent installs never take more seats than exist (real PostgreSQL, one connection
 per thread)."""
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -159,3 +160,63 @@ def test_H5_L2_L5_registration_during_a_move_draws_on_the_new_partners_pool(plat
     reserved.refresh_from_db()
     assert (shared.used, shared.carved) == (0, 3)
     assert reserved.used == 1 == _licensed(reserved)
+
+
+def _during(change, action):
+    """`change` runs in a transaction on one connection and keeps it open until `action`, on another
+    connection, is waiting on one of its locks; then it commits. Returns whether `action` waited, and
+    what it returned."""
+    changed, release, pids = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                change()
+                changed.set()
+                assert release.wait(timeout=30)
+        finally:
+            connections.close_all()
+
+    def act():
+        try:
+            assert changed.wait(timeout=30)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            return action()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        held, acted = threads.submit(hold), threads.submit(act)
+        try:
+            while not pids and not acted.done():
+                time.sleep(0.01)
+            waited = bool(pids) and _waiting_on_a_lock(pids[0])
+        finally:
+            release.set()
+        held.result(timeout=60)
+        return waited, acted.result(timeout=60)
+
+
+def test_L4_L5_a_trial_expiring_during_a_promotion_stays_expired_and_takes_no_seat(platform):
+    """L4/L5: the promotion chose a trial that the daily expiry was expiring at that moment; once the
+    expiry commits, the endpoint stays expired and the pool counts no seat for it (before: the UPDATE
+    by id alone licensed the expired endpoint)."""
+    from licensing.seats import seat_pool_promote, seats_expire_trials
+
+    platform_seats_set(actor=None, seats=0)
+    customer = make_company(parent=platform)
+    endpoint = uuid.uuid4()
+    assert seat_assign(company=customer, endpoint_id=endpoint).state == SeatState.TRIAL
+    pool = pool_of(customer)
+    SeatPool.objects.filter(pk=pool.pk).update(capacity=1)  # a seat frees up; nobody promoted yet
+
+    waited, promoted = _during(lambda: seats_expire_trials(today=dt.date(2100, 1, 1)),
+                               lambda: seat_pool_promote(pool=pool))
+
+    assert waited, "the promotion never waited for the expiry: the interleaving did not happen"
+    assert promoted == 0
+    assert SeatAssignment.objects.get(endpoint_id=endpoint).state == SeatState.EXPIRED
+    pool.refresh_from_db()
+    assert pool.used == 0 == _licensed(pool)
