@@ -8,7 +8,9 @@ Every change takes the pool rows it touches with SELECT ... FOR UPDATE in id ord
 or changes them with one conditional UPDATE, so concurrent installs cannot oversell (L5).
 Which pool a company draws from is decided under a lock on its company row and its ancestors'
 (_company_locked): a reservation and a move lock their company FOR UPDATE before any pool, so the
-pool cannot change between a registration choosing it and taking a seat there (L1, L2).
+pool cannot change between a registration choosing it and taking a seat there (L1, L2). A reservation
+first locks the ancestors FOR KEY SHARE (id order, like registrations), so the parent's pool it carves
+from cannot change under it either (L3, _reserving_company_locked).
 """
 
 import calendar
@@ -159,6 +161,29 @@ def _company_locked(company: Company) -> Company:
         if locked.issuperset(ids):
             fresh = copy.copy(company)
             fresh.lineage, fresh.status = own
+            return fresh
+
+
+ANCESTOR_ROWS_KEY_SHARE = "SELECT id FROM companies_company WHERE id = ANY(%s) ORDER BY id FOR KEY SHARE"
+
+
+def _reserving_company_locked(company: Company) -> Company:
+    """L3/L5 for reservation_set: the company's ancestors below the platform locked FOR KEY SHARE in id
+    order, as _company_locked takes them, then the company itself FOR UPDATE, read again. A reservation
+    or a move of an ancestor (FOR UPDATE on its row) commits before this one reads the parent's pool, or
+    waits until this one ends; registrations below the company wait for it (their KEY SHARE on it) and
+    it never waits holding its own row for an ancestor. Again only when a move committed meanwhile."""
+    locked: set[int] = set()
+    ids = [int(p) for p in company.lineage.strip("/").split("/")][1:-1]
+    while True:
+        todo = [i for i in ids if i not in locked]
+        if todo:
+            with connection.cursor() as cursor:
+                cursor.execute(ANCESTOR_ROWS_KEY_SHARE, [todo])
+            locked.update(todo)
+        fresh = Company.objects.select_for_update().get(pk=company.pk)
+        ids = [int(p) for p in fresh.lineage.strip("/").split("/")][1:-1]
+        if locked.issuperset(ids):
             return fresh
 
 
@@ -377,8 +402,9 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
         raise ValidationError({"reserved_seats": f"Reserved seats: at most {MAX_SEATS}."})
     lic = License.objects.select_for_update().get_or_create(company=company)[0]
     # after the licence (as license_update and subscription_set take them) and before any pool:
-    # registrations below the company decide their pool under this lock (_company_locked)
-    Company.objects.select_for_update().filter(pk=company.pk).first()
+    # registrations below the company decide their pool under this lock (_company_locked), and the
+    # parent's pool is read once no reservation or move above can change it
+    company = _reserving_company_locked(company)
     before = {"reserved_seats": lic.reserved_seats}
     if seats == lic.reserved_seats:
         return lic

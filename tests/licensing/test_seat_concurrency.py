@@ -220,3 +220,25 @@ def test_L4_L5_a_trial_expiring_during_a_promotion_stays_expired_and_takes_no_se
     assert SeatAssignment.objects.get(endpoint_id=endpoint).state == SeatState.EXPIRED
     pool.refresh_from_db()
     assert pool.used == 0 == _licensed(pool)
+
+
+def test_L3_L5_a_reservation_during_its_parents_first_reservation_carves_from_the_parents_new_pool(platform):
+    """L3/L5: a customer reserving while its partner's first reservation is being committed carves from
+    the partner's new pool and takes its endpoints' seats from there (before: it read the platform's
+    pool, waited on it, then carved from the platform and left its seats counted in the partner's)."""
+    platform_seats_set(actor=None, seats=20)
+    partner = make_partner(parent=platform)
+    customer = make_company(parent=partner)
+    for _ in range(2):
+        seat_assign(company=customer, endpoint_id=uuid.uuid4())
+
+    waited, _ = _during(lambda: reservation_set(actor=None, company=partner, seats=10),
+                        lambda: reservation_set(actor=None, company=customer, seats=3))
+
+    assert waited, "the customer's reservation never waited for its partner's: the interleaving did not happen"
+    platform_pool, partner_pool, own = pool_of(platform), pool_of(partner), pool_of(customer)
+    assert (platform_pool.used, platform_pool.carved) == (0, 10)
+    assert (partner_pool.capacity, partner_pool.used, partner_pool.carved) == (10, 0, 3)
+    assert (own.owner_id, own.capacity, own.used) == (customer.pk, 3, 2)
+    for pool in (platform_pool, partner_pool, own):
+        assert pool.used == _licensed(pool)
