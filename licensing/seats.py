@@ -230,11 +230,19 @@ def seat_state(*, company: Company, endpoint_id: uuid.UUID) -> SeatInfo | None:
 
 @transaction.atomic
 def seat_release(*, company: Company, endpoint_id: uuid.UUID) -> None:
-    """An endpoint removed from the inventory gives its seat back; trials may take it."""
-    row = SeatAssignment.objects.select_for_update().filter(company=company, endpoint_id=endpoint_id).first()
-    if row is None:
-        return
-    pools = _lock_pools(row.pool_id)
+    """An endpoint removed from the inventory gives its seat back; trials may take it. The pool row is
+    locked before the endpoint's, as promotions and reservations take them (pool, then seat rows)."""
+    while True:
+        pool_id = (SeatAssignment.objects.filter(company=company, endpoint_id=endpoint_id)
+                   .values_list("pool_id", flat=True).first())
+        if pool_id is None:
+            return
+        pools = _lock_pools(pool_id)
+        row = SeatAssignment.objects.select_for_update().filter(company=company, endpoint_id=endpoint_id).first()
+        if row is None:
+            return
+        if row.pool_id == pool_id:  # else a reservation moved it meanwhile: lock its new pool
+            break
     if row.state == SeatState.LICENSED:
         SeatPool.objects.filter(pk=row.pool_id).update(used=F("used") - 1)
     row.delete()

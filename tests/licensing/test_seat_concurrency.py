@@ -12,7 +12,7 @@ from django.db import connection, connections, transaction
 
 from companies.services import company_move
 from licensing.models import SeatAssignment, SeatPool, SeatState
-from licensing.seats import platform_seats_set, pool_of, reservation_set, seat_assign
+from licensing.seats import platform_seats_set, pool_of, reservation_set, seat_assign, seat_release
 from tests.factories import make_company, make_partner
 from usage.agent import agent_register, install_token_for
 
@@ -242,3 +242,47 @@ def test_L3_L5_a_reservation_during_its_parents_first_reservation_carves_from_th
     assert (own.owner_id, own.capacity, own.used) == (customer.pk, 3, 2)
     for pool in (platform_pool, partner_pool, own):
         assert pool.used == _licensed(pool)
+
+
+def test_L4_L5_a_release_locks_the_pool_before_its_endpoint_so_a_promotion_does_not_deadlock(platform):
+    """L4/L5: a promotion (or a reservation) holds the pool and then locks trial rows; a release of one
+    of those trials used to lock its row first and then wait for the pool: a deadlock, one of the two
+    failed. The release now waits for the pool before it locks anything."""
+    platform_seats_set(actor=None, seats=0)
+    customer = make_company(parent=platform)
+    endpoint = uuid.uuid4()
+    seat_assign(company=customer, endpoint_id=endpoint)
+    pool = pool_of(customer)
+    holding, go_on, pids = threading.Event(), threading.Event(), []
+
+    def promotion():
+        try:
+            with transaction.atomic():
+                SeatPool.objects.select_for_update().get(pk=pool.pk)
+                holding.set()
+                assert go_on.wait(timeout=30)
+                return len(list(SeatAssignment.objects.select_for_update().filter(endpoint_id=endpoint)))
+        finally:
+            connections.close_all()
+
+    def release():
+        try:
+            assert holding.wait(timeout=30)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            return seat_release(company=customer, endpoint_id=endpoint)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        promoting, releasing = threads.submit(promotion), threads.submit(release)
+        try:
+            while not pids and not releasing.done():
+                time.sleep(0.01)
+            assert pids and _waiting_on_a_lock(pids[0])
+        finally:
+            go_on.set()
+        assert promoting.result(timeout=60) == 1
+        releasing.result(timeout=60)
+    assert not SeatAssignment.objects.filter(endpoint_id=endpoint).exists()
