@@ -257,7 +257,9 @@ def seat_pool_promote(*, pool: SeatPool, now: dt.datetime | None = None) -> int:
     them); the UPDATE promotes only rows still in trial in an active company, and the pool counts what
     it changed: a trial expired, released or suspended meanwhile keeps its state and takes no seat (L5)."""
     now = now or timezone.now()
-    pool = SeatPool.objects.select_for_update().get(pk=pool.pk)
+    pool = SeatPool.objects.select_for_update().filter(pk=pool.pk).first()
+    if pool is None:  # dissolved meanwhile (the reservation removed): its rows went to the parent's pool
+        return 0
     trials = (SeatAssignment.objects.filter(pool=pool, state=SeatState.TRIAL, company__status=CompanyStatus.ACTIVE)
               .order_by("first_seen_at", "id"))
     if pool.capacity is not None:

@@ -289,3 +289,13 @@ def test_H5_L4_trials_that_move_take_the_new_pools_free_seats(platform):
     assert states(customer) == ["licensed", "licensed"]
     assert (pool_of(new).used, pool_of(old).used) == (2, 0)
     assert_pool_counters_match(pool_of(new))
+
+
+def test_L4_promoting_a_pool_dissolved_meanwhile_promotes_nothing(platform):
+    """L4: the daily promotion lists the pools with trials, then promotes each; a reservation removed in
+    between dissolves its pool, which then has nothing to promote (before: DoesNotExist ended the run)."""
+    customer = make_company(parent=platform)
+    reservation_set(actor=None, company=customer, seats=1)
+    listed = pool_of(customer)
+    reservation_set(actor=None, company=customer, seats=None)
+    assert seat_pool_promote(pool=listed) == 0
