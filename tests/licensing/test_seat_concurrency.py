@@ -78,42 +78,11 @@ def _waiting_on_a_lock(pid: int, timeout: float = 20) -> bool:
 
 
 def _register_during(change, token: str):
-    """`change` runs in a transaction on one connection and keeps it open until a registration on
-    another connection is waiting on one of its locks; then it commits and the registration ends.
-    Returns whether the registration waited, and the registration."""
-    changed, release, pids = threading.Event(), threading.Event(), []
-
-    def hold():
-        try:
-            with transaction.atomic():
-                change()
-                changed.set()
-                assert release.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    def register():
-        try:
-            assert changed.wait(timeout=30)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids.append(cursor.fetchone()[0])
-            return agent_register(install_token=token, hardware_id=f"HW-{uuid.uuid4()}", hostname="h",
-                                  os_family="windows", os_type="workstation", machine_type="physical")
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=2) as threads:
-        held, registered = threads.submit(hold), threads.submit(register)
-        try:
-            assert changed.wait(timeout=30)
-            while not pids and not registered.done():
-                time.sleep(0.01)
-            waited = bool(pids) and _waiting_on_a_lock(pids[0])
-        finally:
-            release.set()
-        held.result(timeout=60)
-        return waited, registered.result(timeout=60)
+    """`change` holds its locks until a registration on another connection waits on one of them
+    (_during). Returns whether the registration waited, and the registration."""
+    return _during(change, lambda: agent_register(
+        install_token=token, hardware_id=f"HW-{uuid.uuid4()}", hostname="h", os_family="windows",
+        os_type="workstation", machine_type="physical"))
 
 
 @pytest.mark.parametrize(("seats", "state"), [(2, SeatState.LICENSED), (0, SeatState.TRIAL)])

@@ -123,52 +123,14 @@ def test_H5_R1_the_mixed_products_notice_of_a_closed_month_stays_after_a_move(pl
 def test_H5_a_move_waits_for_a_running_rollup_of_the_moved_companies(platform):
     """A rollup that read the company's old place must finish before the move updates the open
     rows, or it would store the old place over the new one."""
-    import threading
-    import time
-
-    from django.db import connection, connections, transaction
-
+    from tests.licensing.test_seat_concurrency import _during
     from usage.rollups import rollup_locks_take
 
     north, south = make_partner(parent=platform), make_partner(parent=platform)
     acme = make_company(parent=north)
     Machine(acme, now=at(NOV, 1)).beat(at(NOV, 10))
     usage_company_rollup(company_id=acme.pk, months=[NOV])
-    holding, release, pids = threading.Event(), threading.Event(), []
-
-    def rollup_in_flight():
-        try:
-            with transaction.atomic():
-                rollup_locks_take([acme.pk])
-                holding.set()
-                assert release.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    def move():
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids.append(cursor.fetchone()[0])
-            company_move(actor=None, company=acme, new_parent=south)
-        finally:
-            connections.close_all()
-
-    held = threading.Thread(target=rollup_in_flight)
-    held.start()
-    assert holding.wait(timeout=30)
-    mover = threading.Thread(target=move)
-    mover.start()
-    waited = False
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not waited:
-        if pids:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pids[0]])
-                waited = cursor.fetchone() == ("Lock", "advisory")
-        time.sleep(0.02)
-    release.set()
-    held.join(timeout=30)
-    mover.join(timeout=30)
-    assert waited
+    waited, _ = _during(lambda: rollup_locks_take([acme.pk]),
+                        lambda: company_move(actor=None, company=acme, new_parent=south))
+    assert waited, "the move never waited for the rollup's lock"
     assert (usage_of(north, NOV), usage_of(south, NOV)) == (0, 1)
