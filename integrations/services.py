@@ -364,7 +364,8 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         if mapping is not None and past and addition.addition_ref is not None and addition.connection_id is not None \
                 and addition.connection_id != connection.pk:
             return None  # made meanwhile by another worker: the next run pushes it where it is
-        left_behind = _start_fresh_if_another_psa(addition=addition, connection=connection) if mapping else ""
+        left_behind = (_start_fresh_if_another_psa(addition=addition, connection=connection, month_open=not past)
+                       if mapping else "")
         if addition.addition_ref is not None and addition.quantity == count and not force:
             closed_at = month_closed_at(company_ids=[company.pk], month=month)[company.pk]
             if closed_at is not None and (addition.synced_at is None or addition.synced_at < closed_at):
@@ -420,20 +421,40 @@ def _billing_target(*, company: Company, stored: PsaAddition | None) -> tuple[Ps
     return connection, None
 
 
-def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection) -> str:
+def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection, month_open: bool) -> str:
     """H5: an addition's ids mean something only in the PSA of the connection that made it. When another
     connection bills the company now (it moved to another partner, or the connection that made it was
-    removed), the addition stays where it is, left to its partner, and this connection's month starts
-    afresh in its own PSA. Returns what to tell the partner ("" when nothing changed hands)."""
+    removed), this connection's month starts afresh in its own PSA. The open month follows the company
+    to its new partner (usage bills it to whoever has the company at the close), so the old addition is
+    set to 0 through the connection that made it, logged in that partner's log; a failure there is said,
+    not retried from here. Returns what to tell the partner ("" when nothing changed hands)."""
     if addition.connection_id == connection.pk or (addition.addition_ref is None and addition.agreement_ref is None):
         addition.connection = connection
         return ""
+    old = addition.connection
     logger.info("psa.addition_left_behind", extra={
         "company": addition.company_id, "month": addition.month.isoformat(), "previous_connection":
         addition.connection_id, "connection": connection.pk, "addition": addition.addition_ref})
+    told = "The company was billed by another partner's ConnectWise this month."
+    if month_open and old is not None and old.enabled and addition.addition_ref is not None:
+        zeroed = SyncAttempt(connection=old, company_id=addition.company_id, month=addition.month, quantity=0,
+                             operation="update", trigger=SyncTrigger.SCHEDULE)
+        try:
+            client = client_for(old)
+            client.addition_update(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
+                                   quantity=0, cancelled_date=month_last_day(addition.month))
+        except PsaError as error:
+            zeroed.outcome, zeroed.answer, zeroed.http_status = SyncOutcome.FAILED, error.answer, error.status
+            told += " Its addition there could not be set to 0; the other partner should check it."
+        else:
+            zeroed.outcome, zeroed.http_status = SyncOutcome.OK, client.last_status
+            zeroed.answer = (f"The company moved to another partner, which bills this month: addition "
+                             f"{addition.addition_ref} set to 0.")
+            told += " Its addition there was set to 0: the month is billed here."
+        zeroed.save()
     addition.connection = connection
     addition.agreement_ref = addition.addition_ref = addition.quantity = addition.synced_at = None
-    return "The company was billed by another partner's ConnectWise this month; its addition there is left to it."
+    return told
 
 
 def _push(*, client: ConnectWiseClient, mapping: CompanyMapping | None, addition: PsaAddition, company: Company,

@@ -616,8 +616,15 @@ def test_H5_B4_after_a_move_the_new_partner_starts_its_own_addition_and_never_to
         (40, "Someone else's"), (6, addition_description(company=billing.alpha, month=billing.month))]
     assert moved.unrelated["quantity"] == 40
     assert cw_other.calls("PATCH") == []
-    # Kappa's addition is left to Kappa: nothing was sent there
-    assert len(cw.received) == kappa_requests and moved.kappa_addition["quantity"] == 5
+    # the open month follows Alpha to Lambda (H5): Kappa's addition is set to 0 through Kappa's own
+    # connection, once, and the attempt is in Kappa's log
+    assert moved.kappa_addition["quantity"] == 0
+    assert [(c.method, c.path.endswith(f"/finance/agreements/{billing.alpha_agreement['id']}/additions/"
+                                       f"{moved.kappa_addition['id']}")) for c in cw.received[kappa_requests:]] == [
+        ("PATCH", True)]
+    zeroed = SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id")
+    assert (zeroed.outcome, zeroed.operation) == ("ok", "update")
+    assert "set to 0" in attempt.answer
     addition = PsaAddition.objects.get(company=billing.alpha, month=billing.month)
     assert (addition.connection_id, addition.agreement_ref, addition.quantity) == (
         moved.connection.pk, moved.agreement["id"], 6)
