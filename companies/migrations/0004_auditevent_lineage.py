@@ -3,7 +3,9 @@
 Backfill: every event gets its company's lineage today; then, for each recorded change of partner
 (newest first), the events of the moved subtree recorded up to that move get the lineage they had
 before it (the old parent's lineage then, plus the part from the moved company down), so a partner a
-company moved under does not read the history from before it arrived."""
+company moved under does not read the history from before it arrived. When the old parent has been
+deleted since, its place is unknown: the events go under the platform and a parent that matches no
+company ("/<platform>/0/"), so only the platform and the moved subtree itself read them."""
 
 from django.db import migrations, models
 
@@ -14,14 +16,15 @@ def backfill(apps, schema_editor):
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("UPDATE companies_auditevent e SET lineage = c.lineage FROM companies_company c "
                        "WHERE c.id = e.company_id")
+        root = Company.objects.filter(parent__isnull=True).values_list("lineage", flat=True).first() or "/"
         undone: list[tuple[str, str]] = []  # (marker of a moved company, lineage of its old parent then)
         moves = (AuditEvent.objects.filter(action="company.move", object_type="company")
                  .order_by("-id").values_list("id", "object_id", "before"))
         for event_id, moved_id, before in moves:
             old_parent_id = (before or {}).get("parent")
             old_parent = Company.objects.filter(pk=old_parent_id).values_list("lineage", flat=True).first()
-            if not old_parent:
-                continue
+            if not old_parent:  # deleted since: no company may read the moved subtree's earlier history by it
+                old_parent = f"{root}0/"
             for marker, prefix in undone:  # the old parent's lineage as it was then
                 if marker in old_parent:
                     old_parent = prefix + old_parent[old_parent.index(marker) + 1:]

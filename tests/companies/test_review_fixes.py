@@ -299,6 +299,32 @@ def test_X1_C6_backfill_gives_old_events_the_lineage_of_their_time(platform):
     assert dict(AuditEvent.objects.values_list("pk", "lineage")) == recorded
 
 
+def test_X1_C6_backfill_hides_history_from_before_a_move_whose_old_partner_was_deleted(platform):
+    """The old partner was deleted after the move (allowed once it is empty): its place is unknown, so
+    the events from before the move go where only the platform and the company itself read them,
+    never under the new partner."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from companies.models import AuditEvent
+    from companies.services import company_delete, company_move
+
+    s, t = make_partner(parent=platform, name="Old S"), make_partner(parent=platform, name="New T")
+    c = make_company(parent=s, name="Moving C")
+    company_update(actor=None, company=c, address="under S")
+    company_move(actor=None, company=c, new_parent=t)
+    company_delete(actor=None, company=s)
+    AuditEvent.objects.update(lineage="")
+    importlib.import_module("companies.migrations.0004_auditevent_lineage").backfill(
+        apps, SimpleNamespace(connection=connection))
+    before = AuditEvent.objects.get(action="company.update", company=c, after__address="under S").lineage
+    assert before == f"/{platform.pk}/0/{c.pk}/"
+    assert f"/{t.pk}/" not in before
+
+
 # --- X1: changes made with an API key name the key, over REST and JSON-RPC -----------------------------
 
 def test_X1_api_key_changes_name_the_key_not_system(platform):
