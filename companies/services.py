@@ -390,7 +390,9 @@ def company_move(*, company: Company, new_parent: Company, actor: User | None = 
             f"{company.name} cannot move under {new_parent.name}: a partner it is under now has assist "
             f"turned off, which hides {company.name}'s network and accounts from the partners above, and "
             f"the move would show them. Turn off assist for {company.name} first; its own administrators "
-            "can turn it back on from My Company.")})
+            "can turn it back on from My Company (it needs at least one administrator of its own, and MDR "
+            "Foundations, which needs assist, must be turned off first), or ask the partner that turned "
+            "assist off to move it.")})
     problems = [problem for check in MOVE_CHECKS if (problem := check(company, new_parent))]
     if problems:
         raise ValidationError({"parent": problems})
