@@ -107,9 +107,6 @@ class License(models.Model):
     platform_seats = models.PositiveIntegerField(null=True, blank=True)
     # E6: MDR enabled with onboarding started before 2024-04-01 (legacy partners)
     mdr_onboarding_started_on = models.DateField(null=True, blank=True)
-    # H4: when the company's suspension expired its endpoints (its suspended_at); reactivation revives
-    # only the endpoints expired from then on, not trials that had run out before. None: not suspended
-    seats_expired_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"License of {self.company}"
@@ -192,6 +189,10 @@ class SeatAssignment(models.Model):
     # reactivated (several such spells are kept as one span from the first start to the last end)
     previously_licensed_from = models.DateTimeField(null=True, blank=True)
     previously_licensed_until = models.DateTimeField(null=True, blank=True)
+    # H4: expired by its company's suspension (or registered during it); reactivation revives these
+    # and no trial that had run out before. Kept on the seat row, which the suspension hooks lock
+    # anyway, so they lock no licence row (a reservation takes licence, then company: L5)
+    expired_by_suspension = models.BooleanField(default=False, editable=False)
 
     class Meta:
         constraints = [

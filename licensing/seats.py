@@ -118,7 +118,8 @@ def seat_assign(*, company: Company, endpoint_id: uuid.UUID, now: dt.datetime | 
         return SeatInfo(existing.state, existing.trial_ends_on)
     if company.status != CompanyStatus.ACTIVE:
         SeatAssignment.objects.create(company=company, endpoint_id=endpoint_id, pool=pool_of(company),
-                                      state=SeatState.EXPIRED, first_seen_at=now, expired_at=now)
+                                      state=SeatState.EXPIRED, first_seen_at=now, expired_at=now,
+                                      expired_by_suspension=True)
         return SeatInfo(SeatState.EXPIRED, None)
     pool = pool_of(company)
     if _seat_take(pool):
@@ -212,7 +213,8 @@ def _seat_retake(*, company: Company, assignment: SeatAssignment, now: dt.dateti
         return SeatInfo(SeatState.EXPIRED, None)
     moved = SeatAssignment.objects.filter(pk=assignment.pk, state=SeatState.EXPIRED).update(
         **_keep_previous_spell(),
-        state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None, pool=pool)
+        state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None, pool=pool,
+        expired_by_suspension=False)
     if not moved:  # a concurrent registration of the same machine took the seat first
         SeatPool.objects.filter(pk=pool.pk).update(used=F("used") - 1)
         assignment.refresh_from_db()
@@ -326,17 +328,29 @@ def seats_promote_all() -> int:
 
 @transaction.atomic
 def seats_expire_company(*, company: Company) -> int:
-    """H4/T5: a suspended company's endpoints expire and give their seats back to the pool. The time
-    of the suspension is kept, so reactivation revives these endpoints and no earlier expiry."""
-    License.objects.filter(pk=license_of(company).pk).update(
-        seats_expired_at=company.suspended_at or timezone.now())
-    rows = SeatAssignment.objects.select_for_update().filter(company=company).exclude(state=SeatState.EXPIRED)
+    """H4/T5: a suspended company's endpoints expire and give their seats back to the pool; the rows
+    are marked as expired by the suspension, so reactivation revives these and no earlier expiry.
+    Runs under the company row company_set_status locked, and locks no licence row (a reservation
+    holds its licence while it waits for the company row). L5: the pools of the licensed rows are
+    locked first (id order), then the rows, as seat_release and promotions take them; when a row's
+    pool changed meanwhile (a reservation or a promotion committed), its new pool is locked too."""
+    now = timezone.now()
+    rows = SeatAssignment.objects.filter(company=company).exclude(state=SeatState.EXPIRED)
+    locked: set[int] = set()
+    while True:
+        pool_ids = set(rows.filter(state=SeatState.LICENSED).values_list("pool_id", flat=True).distinct())
+        _lock_pools(*(pool_ids - locked))
+        locked |= pool_ids
+        held = list(rows.select_for_update().order_by("id").values_list("id", "state", "pool_id"))
+        if locked.issuperset(pool_id for _id, state, pool_id in held if state == SeatState.LICENSED):
+            break
     licensed_by_pool: dict[int, int] = {}
-    for pool_id in rows.filter(state=SeatState.LICENSED).values_list("pool_id", flat=True):
-        licensed_by_pool[pool_id] = licensed_by_pool.get(pool_id, 0) + 1
-    _lock_pools(*licensed_by_pool)
-    count = rows.update(state=SeatState.EXPIRED, expired_at=timezone.now(), trial_ends_on=None)
-    for pool_id, n in licensed_by_pool.items():
+    for _id, state, pool_id in held:
+        if state == SeatState.LICENSED:
+            licensed_by_pool[pool_id] = licensed_by_pool.get(pool_id, 0) + 1
+    count = SeatAssignment.objects.filter(pk__in=[row_id for row_id, _s, _p in held]).update(
+        state=SeatState.EXPIRED, expired_at=now, trial_ends_on=None, expired_by_suspension=True)
+    for pool_id, n in sorted(licensed_by_pool.items()):
         SeatPool.objects.filter(pk=pool_id).update(used=F("used") - n)
         seat_pool_promote(pool=SeatPool.objects.get(pk=pool_id))
     return count
@@ -344,19 +358,15 @@ def seats_expire_company(*, company: Company) -> int:
 
 @transaction.atomic
 def seats_revive_company(*, company: Company) -> int:
-    """H4: a reactivated company's endpoints expired by its suspension (expired since it began,
-    registrations during it included) come back: those that held a seat when it began take free seats
+    """H4: a reactivated company's endpoints expired by its suspension (registrations during it
+    included: expired_by_suspension) come back: those that held a seat when it began take free seats
     first, the others return as trials (seats permitting, licensed, oldest first). A trial that had
     run out before the suspension stays expired (L4): reactivation gives no second trial.
     The seat an endpoint held before the suspension is kept as its previous spell, so the months it
-    covered still count it as licensed and the months of its trial do not (U1)."""
+    covered still count it as licensed and the months of its trial do not (U1).
+    Locks the pool, then the rows (L5), and no licence row (see seats_expire_company)."""
     now = timezone.now()
-    lic = License.objects.select_for_update().get_or_create(company=company)[0]
-    since, lic.seats_expired_at = lic.seats_expired_at, None
-    lic.save(update_fields=["seats_expired_at"])
-    if since is None:  # never suspended: nothing was expired by a suspension
-        return 0
-    rows = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED, expired_at__gte=since)
+    rows = SeatAssignment.objects.filter(company=company, state=SeatState.EXPIRED, expired_by_suspension=True)
     pool = pool_of(company)
     pool = _lock_pools(pool.pk)[pool.pk]
     held = list(rows.select_for_update().filter(licensed_at__isnull=False).order_by("first_seen_at", "id")
@@ -364,11 +374,12 @@ def seats_revive_company(*, company: Company) -> int:
     seated = held if pool.capacity is None else held[:max(pool.free, 0)]
     licensed = rows.filter(pk__in=seated).update(
         **_keep_previous_spell(), state=SeatState.LICENSED, licensed_at=now, expired_at=None, trial_ends_on=None,
-        pool=pool)
+        pool=pool, expired_by_suspension=False)
     SeatPool.objects.filter(pk=pool.pk).update(used=F("used") + licensed)
     trials = rows.update(
         **_keep_previous_spell(),
-        licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None, pool=pool)
+        licensed_at=None, state=SeatState.TRIAL, trial_ends_on=trial_end_for(now.date()), expired_at=None, pool=pool,
+        expired_by_suspension=False)
     if licensed:
         audit_record(actor=None, company=company, action="license.seats_revive", obj=company,
                      before={"state": SeatState.EXPIRED}, after={"state": SeatState.LICENSED, "count": licensed})

@@ -255,3 +255,94 @@ def test_L4_L5_a_release_locks_the_pool_before_its_endpoint_so_a_promotion_does_
         assert promoting.result(timeout=60) == 1
         releasing.result(timeout=60)
     assert not SeatAssignment.objects.filter(endpoint_id=endpoint).exists()
+
+
+def _hold_then(first, then, action):
+    """On one connection `first` runs in a transaction and holds its locks until `action`, on another
+    connection, waits on one of them; then `then` runs in the same transaction. Returns whether `action`
+    waited, and what each returned (a deadlock makes one of them raise)."""
+    holding, go_on, pids = threading.Event(), threading.Event(), []
+
+    def hold():
+        try:
+            with transaction.atomic():
+                first()
+                holding.set()
+                assert go_on.wait(timeout=30)
+                return then()
+        finally:
+            connections.close_all()
+
+    def act():
+        try:
+            assert holding.wait(timeout=30)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pids.append(cursor.fetchone()[0])
+            return action()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=2) as threads:
+        held, acted = threads.submit(hold), threads.submit(act)
+        try:
+            while not pids and not acted.done():
+                time.sleep(0.01)
+            waited = bool(pids) and _waiting_on_a_lock(pids[0])
+        finally:
+            go_on.set()
+        return waited, held.result(timeout=60), acted.result(timeout=60)
+
+
+def test_H4_L5_a_suspension_meeting_a_reservation_does_not_deadlock(platform):
+    """H4/L5: the suspension locks the company row (company_set_status) and its hook then expired the
+    seats after updating the company's licence; a reservation holding that licence waits for the company
+    row: a deadlock, one of the two failed. The hooks now lock no licence row."""
+    from companies.models import Company
+    from companies.services import company_set_status
+
+    platform_seats_set(actor=None, seats=10)
+    customer = make_company(parent=platform)
+    endpoints = [uuid.uuid4() for _ in range(2)]
+    for endpoint in endpoints:
+        seat_assign(company=customer, endpoint_id=endpoint)
+
+    waited, suspended, reserved = _hold_then(
+        lambda: Company.objects.select_for_update().get(pk=customer.pk),
+        lambda: company_set_status(actor=None, company=customer, status="suspended"),
+        lambda: reservation_set(actor=None, company=customer, seats=3))
+
+    assert waited, "the reservation never waited for the suspension: the interleaving did not happen"
+    assert suspended.status == "suspended" and reserved.reserved_seats == 3
+    assert set(SeatAssignment.objects.filter(company=customer).values_list("state", flat=True)) == {"expired"}
+    own = pool_of(customer)
+    assert (own.capacity, own.used) == (3, 0) == (3, _licensed(own))
+    company_set_status(actor=None, company=customer, status="active")
+    assert set(SeatAssignment.objects.filter(company=customer).values_list("state", flat=True)) == {"licensed"}
+    assert pool_of(customer).used == 2 == _licensed(pool_of(customer))
+
+
+def test_H4_L5_a_suspension_meeting_a_release_does_not_deadlock(platform):
+    """H4/L5: a release locks the pool, then its endpoint's row (seat_release); the suspension's hook
+    locked the company's seat rows, then their pools: a deadlock, one of the two failed. The hook now
+    locks the pools first, then the rows, and checks that their pools did not change meanwhile."""
+    from companies.services import company_set_status
+
+    customer = make_company(parent=platform)
+    reservation_set(actor=None, company=customer, seats=2)
+    released, kept = uuid.uuid4(), uuid.uuid4()
+    for endpoint in (released, kept):
+        assert seat_assign(company=customer, endpoint_id=endpoint).state == SeatState.LICENSED
+    pool = pool_of(customer)
+
+    waited, _, suspended = _hold_then(
+        lambda: SeatPool.objects.select_for_update().get(pk=pool.pk),
+        lambda: seat_release(company=customer, endpoint_id=released),
+        lambda: company_set_status(actor=None, company=customer, status="suspended"))
+
+    assert waited, "the suspension never waited for the release: the interleaving did not happen"
+    assert suspended.status == "suspended"
+    assert list(SeatAssignment.objects.filter(company=customer).values_list("endpoint_id", "state")) == [
+        (kept, SeatState.EXPIRED)]
+    pool.refresh_from_db()
+    assert pool.used == 0 == _licensed(pool)

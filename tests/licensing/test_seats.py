@@ -276,6 +276,41 @@ def test_H4_L4_reactivation_revives_only_what_the_suspension_expired_and_seats_t
     assert paid.previously_licensed_from is not None and paid.previously_licensed_until is not None
 
 
+def test_H4_L4_a_company_suspended_before_the_deploy_without_a_licence_revives(platform):
+    """H4/L4: a company suspended before the seat rows recorded the suspension (and with no licence row:
+    it draws on the platform's shared pool) is marked by migration 0006 from its suspended_at, so its
+    reactivation revives what the suspension expired (before: 0005 filled only existing licence rows and
+    reactivation revived nothing; the endpoints stayed expired for good)."""
+    import importlib
+
+    from django.apps import apps
+
+    from licensing.models import License
+
+    platform_seats_set(actor=None, seats=0)
+    customer = make_company(parent=platform)
+    ran_out, paying, waiting = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    seat_assign(company=customer, endpoint_id=ran_out, now=dt.datetime(2026, 8, 1, tzinfo=dt.UTC))
+    assert seats_expire_trials(today=dt.date(2026, 10, 1)) == 1
+    platform_seats_set(actor=None, seats=1)
+    seat_assign(company=customer, endpoint_id=paying, now=dt.datetime(2026, 10, 5, tzinfo=dt.UTC))
+    seat_assign(company=customer, endpoint_id=waiting, now=dt.datetime(2026, 10, 6, tzinfo=dt.UTC))
+    company_set_status(actor=None, company=customer, status="suspended")
+    customer.refresh_from_db()
+    during = uuid.uuid4()
+    seat_assign(company=customer, endpoint_id=during)
+    # as the code before the deploy left it: no mark on the seat rows, no licence row
+    SeatAssignment.objects.filter(company=customer).update(expired_by_suspension=False)
+    License.objects.filter(company=customer).delete()
+
+    importlib.import_module("licensing.migrations.0006_seat_expired_by_suspension").backfill(apps, None)
+    company_set_status(actor=None, company=customer, status="active")
+
+    state = dict(SeatAssignment.objects.filter(company=customer).values_list("endpoint_id", "state"))
+    assert state == {paying: "licensed", waiting: "trial", during: "trial", ran_out: "expired"}
+    assert_pool_counters_match(pool_of(customer))
+
+
 def test_H5_L4_trials_that_move_take_the_new_pools_free_seats(platform):
     """H5/L4: a company's trial endpoints moved into a pool with free seats take them at once (before:
     only the old pool promoted, and they waited in trial next to free seats)."""
