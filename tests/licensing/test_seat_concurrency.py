@@ -135,37 +135,8 @@ def _during(change, action):
     """`change` runs in a transaction on one connection and keeps it open until `action`, on another
     connection, is waiting on one of its locks; then it commits. Returns whether `action` waited, and
     what it returned."""
-    changed, release, pids = threading.Event(), threading.Event(), []
-
-    def hold():
-        try:
-            with transaction.atomic():
-                change()
-                changed.set()
-                assert release.wait(timeout=30)
-        finally:
-            connections.close_all()
-
-    def act():
-        try:
-            assert changed.wait(timeout=30)
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                pids.append(cursor.fetchone()[0])
-            return action()
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=2) as threads:
-        held, acted = threads.submit(hold), threads.submit(act)
-        try:
-            while not pids and not acted.done():
-                time.sleep(0.01)
-            waited = bool(pids) and _waiting_on_a_lock(pids[0])
-        finally:
-            release.set()
-        held.result(timeout=60)
-        return waited, acted.result(timeout=60)
+    waited, _, acted = _hold_then(change, lambda: None, action)
+    return waited, acted
 
 
 def test_L4_L5_a_trial_expiring_during_a_promotion_stays_expired_and_takes_no_seat(platform):
