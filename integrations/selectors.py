@@ -7,7 +7,7 @@ from django.db.models import Q, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
 from companies.models import Company, PartnerPlan
-from usage.models import ANCESTORS_SQL
+from usage.models import month_rows_below
 
 from .models import PsaAddition, PsaConnection, SyncAttempt
 
@@ -47,7 +47,7 @@ ACTIVE_SQL = f"""
 SELECT c.id, COALESCE((
     SELECT sum(u.active_endpoints) FROM usage_companymonthusage u
     WHERE u.month = %(month)s
-      AND {ANCESTORS_SQL.format("u.lineage")} @> ARRAY[COALESCE(%(partner)s::bigint, c.parent_id), c.id]
+      AND {month_rows_below("COALESCE(%(partner)s::bigint, c.parent_id)", "c.id")}
       AND strpos(u.lineage, '/' || COALESCE(%(partner)s::bigint, c.parent_id) || '/' || c.id || '/') > 0
 ), 0)::int
 FROM companies_company c

@@ -38,6 +38,7 @@ from companies.audit import audit_as_api_key
 from companies.models import ApiKey, ApiKeyScope
 from companies.services import api_key_authenticate
 from gz_console.api import ApiKeyPrincipal
+from gz_console.text import text_unstorable
 from usage.month_selectors import usage_month_parse
 from usage.rollups import month_start
 
@@ -161,9 +162,9 @@ class Params:
         value = self.raw[name]
         if not isinstance(value, str):
             raise invalid_param(name, "must be a string.")
-        if "\x00" in value:
-            # PostgreSQL text cannot hold NUL: refused here, naming the parameter, not a 500 later
-            raise invalid_param(name, "cannot contain the NUL character (\\u0000).")
+        if problem := text_unstorable(value):
+            # PostgreSQL text cannot hold it: refused here, naming the parameter, not a 500 later
+            raise invalid_param(name, problem)
         if max_length is not None and len(value) > max_length:
             raise invalid_param(name, f"at most {max_length} characters.")
         return value

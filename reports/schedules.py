@@ -188,7 +188,7 @@ def schedules_after_move(company, old_parent) -> None:
     from companies.models import Company
 
     moved = Company.objects.filter(lineage__startswith=company.lineage)
-    for schedule in (ReportSchedule.objects.select_for_update().filter(company__in=moved)
+    for schedule in (ReportSchedule.objects.select_for_update(of=("self",)).filter(company__in=moved)
                      .select_related("company", "owner")):
         if not schedule.company.lineage.startswith(schedule.owner.lineage):
             _schedule_remove(schedule, actor=None, why=f"{schedule.company.name} moved to another partner; the "

@@ -18,7 +18,7 @@ from django.db import connection
 
 from companies.models import Company, User
 from licensing.seats import licensed_in_period_sql
-from usage.models import ANCESTORS_SQL
+from usage.models import ANCESTORS_SQL, month_rows_below
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
 from usage.rollups import GATED, month_bounds
 from usage.selectors import NOT_ENABLED, usage_totals
@@ -92,8 +92,6 @@ CHART_SERIES = [
     ("mdr_foundations", "MDR Foundations", f"x.modules & {B['edr']} <> 0", "mdr_foundations"),
 ]
 
-# H5: a usage row that was below the company (a parameter) in its month, by its stored lineage
-MONTH_BELOW = ANCESTORS_SQL.format("u.lineage") + " @> ARRAY[%s]::bigint[]"
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,7 @@ def _scope_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = (f"SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type, {visible} "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} AND {MONTH_BELOW} WHERE c.lineage LIKE %s ORDER BY c.lineage")
+           f"{product} AND {month_rows_below('%s')} WHERE c.lineage LIKE %s ORDER BY c.lineage")
     # H5: companies below the target now whose month was below it too (a company moved in or out since
     # the month keeps its endpoints out of the other partner's month)
     args = [*params, scope.month, *([scope.options.product_type] if product else []), scope.company.pk,
@@ -184,7 +182,7 @@ def _all_members(scope: ReportScope) -> list[ScopeCompany]:
     product = "AND u.product_type = %s" if scope.options.product_type else ""
     sql = ("SELECT c.id, c.name, c.lineage, c.schema_name, u.enabled, u.product_type "  # noqa: S608 - quoted names, parameters
            "FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = %s "
-           f"{product} AND {MONTH_BELOW} WHERE c.lineage LIKE %s ORDER BY c.lineage")
+           f"{product} AND {month_rows_below('%s')} WHERE c.lineage LIKE %s ORDER BY c.lineage")
     args = [scope.month, *([scope.options.product_type] if product else []), scope.company.pk,
             scope.company.lineage + "%"]
     with connection.cursor() as cursor:
@@ -226,8 +224,8 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
         -- H5: each row sums the month's rows that were below it and below the target in that month
         SELECT a.id AS row_id, count(u.id) AS usage_rows, {sums}, {flags}
         FROM usage_companymonthusage u
-        CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id)
-        WHERE u.month = %(month)s AND {MONTH_BELOW.replace("%s", "%(target)s")} {product}
+        CROSS JOIN LATERAL unnest({ANCESTORS_SQL.format("u.lineage")}) AS a(id)
+        WHERE u.month = %(month)s AND {month_rows_below("%(target)s")} {product}
           AND a.id IN (SELECT id FROM scope)
         GROUP BY a.id
     )

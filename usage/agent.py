@@ -23,6 +23,7 @@ from django_tenants.utils import tenant_context
 
 from companies.audit import audit_record
 from companies.models import Company, CompanyStatus, User
+from gz_console.text import text_unstorable
 from licensing.models import SeatState
 from licensing.seats import SeatInfo, seat_assign, seat_state
 
@@ -115,16 +116,7 @@ def install_token_rotate(*, actor: User | None, company: Company) -> InstallToke
 
 # --- registration and credentials (T1, T7) ---------------------------------------------------------------
 
-def _unstorable(value: str) -> str | None:
-    """What makes a string impossible to store as text (PostgreSQL takes no NUL; JSON can carry
-    lone surrogates that are not characters), or None."""
-    if "\x00" in value:
-        return "must not contain the NUL character."
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode text (a lone surrogate is not)."
-    return None
+_unstorable = text_unstorable
 
 
 def _text(payload: dict, name: str, max_length: int, errors: dict[str, str]) -> str:

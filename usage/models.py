@@ -13,6 +13,12 @@ from companies.models import Company
 ANCESTORS_SQL = "string_to_array(btrim({}, '/'), '/')::bigint[]"
 
 
+def month_rows_below(*ids: str) -> str:
+    """SQL: the usage row `u` was below every one of `ids` (SQL expressions or placeholders) in its
+    month, by its stored lineage: one probe of the index on ANCESTORS_SQL."""
+    return f"{ANCESTORS_SQL.format('u.lineage')} @> ARRAY[{', '.join(ids)}]::bigint[]"
+
+
 class LineageField(models.CharField):
     """A company's place in the tree for a usage row's month (H5): `lineage__names=<company id>`
     keeps the rows that were in that company's subtree."""
@@ -130,11 +136,6 @@ class CompanyMonthUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.company_id} {self.month:%Y-%m}"
-
-    def save(self, *args, **kwargs):
-        if not self.lineage:  # the rollup sets it; a row made another way takes the company's place now
-            self.lineage = Company.objects.values_list("lineage", flat=True).get(pk=self.company_id)
-        super().save(*args, **kwargs)
 
     @property
     def billed_endpoint_usage(self) -> int:

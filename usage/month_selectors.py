@@ -17,8 +17,8 @@ from django.utils import timezone
 from companies.models import Company, CompanyType
 from licensing.models import SeatAssignment, SeatState
 
-from .models import ANCESTORS_SQL, CompanyMonthUsage
-from .rollups import GATED, month_start
+from .models import ANCESTORS_SQL, CompanyMonthUsage, month_rows_below
+from .rollups import GATED, RETENTION_DELTA, month_start
 from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, usage_totals
 
 # R3 headers where the report has one; the others in the same words
@@ -48,12 +48,10 @@ PRODUCT_TYPES = ("endpoint_security", "edr_standalone")
 MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")  # ASCII digits only, matched whole
 HISTORY_MONTHS = 24
 
-# H5: a usage row that was below the company (the parameter) in its month, by its stored lineage
-BELOW = ANCESTORS_SQL.format("u.lineage") + " @> ARRAY[%({})s]::bigint[]"
 RETENTION_SQL = f"""
 SELECT t.key, sum(t.value::int)
 FROM usage_companymonthusage u, jsonb_each_text(u.data_retention) AS t(key, value)
-WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND {BELOW.format("company")})
+WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND {month_rows_below("%(company)s")})
   AND (%(product_type)s = '' OR u.product_type = %(product_type)s)
 GROUP BY t.key ORDER BY t.key
 """  # noqa: S608 - our own constants
@@ -163,8 +161,6 @@ def usage_month_detail(*, company: Company, month: dt.date, product_type: str = 
 
 def late_rows(detail: dict) -> list[tuple[str, int]]:
     """U12: the late adjustments as (label, change), in report order, Data Retention tiers last."""
-    from .rollups import RETENTION_DELTA
-
     late = detail["late_adjustments"]["figures"]
     rows = [(label, late[key]) for key, label in FIGURE_LABELS.items() if late.get(key)]
     rows += [(f"Data Retention ({key.removeprefix(RETENTION_DELTA)})", value) for key, value in sorted(late.items())
@@ -186,8 +182,8 @@ CHILDREN_SQL = f"""
 WITH below AS (
     SELECT a.id, sum(u.licensed_endpoints) AS licensed, sum(u.endpoint_usage) AS usage
     FROM usage_companymonthusage u
-    CROSS JOIN LATERAL unnest(string_to_array(btrim(u.lineage, '/'), '/')::bigint[]) AS a(id)
-    WHERE u.month = %(month)s AND {BELOW.format("parent")}
+    CROSS JOIN LATERAL unnest({ANCESTORS_SQL.format("u.lineage")}) AS a(id)
+    WHERE u.month = %(month)s AND {month_rows_below("%(parent)s")}
     GROUP BY a.id
 )
 SELECT c.id, c.name, c.type, COALESCE(b.licensed, 0), COALESCE(b.usage, 0)

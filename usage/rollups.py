@@ -349,6 +349,8 @@ def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
             for company_id, figures in figures_of.items() if company_id not in finalized]
     if rows:
         fields = [*next(iter(figures_of.values())), "computed_at"]
+        if month < month_start(now):  # H5: an ended month keeps the place it ended with (a move since waits)
+            fields.remove("lineage")
         CompanyMonthUsage.objects.bulk_create(rows, update_conflicts=True, unique_fields=["company", "month"],
                                               update_fields=fields)
 
@@ -564,8 +566,8 @@ def months_to_close(*, previous: dt.date) -> list[dt.date]:
     """Ended months not closed yet, oldest first: the previous month, and any earlier one with usage
     rows whose close never finished."""
     closed = set(MonthClose.objects.values_list("month", flat=True))
-    earlier = set(CompanyMonthUsage.objects.filter(month__lt=previous).order_by().values_list("month", flat=True)
-                  .distinct())
+    earlier = set(CompanyMonthUsage.objects.filter(month__lt=previous, finalized_at__isnull=True).order_by()
+                  .values_list("month", flat=True).distinct())
     return sorted((earlier | {previous}) - closed)
 
 

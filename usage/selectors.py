@@ -4,6 +4,7 @@ import datetime as dt
 
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q, Subquery, Sum
+from django.utils import timezone
 
 from companies.models import Company
 
@@ -15,13 +16,16 @@ NOT_ENABLED = "Not enabled"
 
 def usage_after_move(company: Company, old_parent: Company) -> None:
     """H5: usage already recorded stays with the months it belongs to. Finalized months keep the place
-    in the tree they were frozen with; the months still open follow the company (and its subtree) to
-    its new partner at once, as the next rollup would. The subtree's rollup locks are taken first: a
-    rollup that read the old lineage finishes before, one that starts after waits for the move."""
-    from .rollups import rollup_locks_take
+    in the tree they were frozen with, and so does an ended month not closed yet (it ended with the old
+    partner); the current month follows the company (and its subtree) to its new partner at once, as the
+    next rollup would. The subtree's rollup locks are taken first: a rollup that read the old lineage
+    finishes before, one that starts after waits for the move."""
+    from .rollups import month_start, rollup_locks_take
 
-    rollup_locks_take(list(Company.objects.filter(lineage__startswith=company.lineage).values_list("pk", flat=True)))
-    CompanyMonthUsage.objects.filter(company__lineage__startswith=company.lineage, finalized_at__isnull=True) \
+    ids = list(Company.objects.filter(lineage__startswith=company.lineage).values_list("pk", flat=True))
+    rollup_locks_take(ids)
+    CompanyMonthUsage.objects.filter(company_id__in=ids, month__gte=month_start(timezone.now()),
+                                     finalized_at__isnull=True) \
         .update(lineage=Subquery(Company.objects.filter(pk=OuterRef("company_id")).values("lineage")[:1]))
 
 

@@ -35,7 +35,9 @@ def cw_other():
 
 def set_active(company, month: dt.date, count: int) -> None:
     """What the rollups store for a company-month (usage/rollups.py)."""
-    CompanyMonthUsage.objects.update_or_create(company=company, month=month, defaults={"active_endpoints": count})
+    CompanyMonthUsage.objects.update_or_create(
+        company=company, month=month, defaults={"active_endpoints": count},
+        create_defaults={"active_endpoints": count, "lineage": company.lineage})
 
 
 @pytest.fixture

@@ -165,7 +165,8 @@ def _with_usage(company):
 
     from usage.models import CompanyMonthUsage
 
-    CompanyMonthUsage.objects.create(company=company, month=dt.date(2026, 10, 1), endpoint_usage=3)
+    CompanyMonthUsage.objects.create(company=company, month=dt.date(2026, 10, 1), endpoint_usage=3,
+                                     lineage=company.lineage)
 
 
 def _with_reservation(company):

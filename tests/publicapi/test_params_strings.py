@@ -8,6 +8,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize("method,params,name", [
     ("findCompaniesByName", {"nameFilter": "abc\u0000"}, "nameFilter"),
+    ("findCompaniesByName", {"nameFilter": "abc\ud800"}, "nameFilter"),  # a lone surrogate: not text
     ("createCompany", {"type": 1, "name": "Nul Address", "address": "a\u0000b"}, "address"),
     ("createCompany", {"type": 1, "name": "Nul\u0000Name"}, "name"),
     ("createCompany", {"type": 1, "name": "Nul Account", "accountEmail": "nul@example.test",

@@ -179,3 +179,26 @@ def test_U12_the_hourly_close_also_finishes_an_older_month_left_open(platform):
     assert SEP in closed and month_start(month_start(timezone.now()) - dt.timedelta(days=1)) in closed
     assert CompanyMonthUsage.objects.get(company=company, month=SEP).finalized_at is not None
     assert month_close.apply().get() == 0  # nothing left: a no-op
+
+
+def test_U12_the_month_close_is_scheduled_every_hour(settings):
+    """An unfinished close (a company's rollup failing) is finished by the next hourly run."""
+    entry = settings.CELERY_BEAT_SCHEDULE["usage-month-close"]
+    assert entry["task"] == "usage.month_close"
+    schedule = entry["schedule"]
+    assert schedule.minute == {30} and schedule.hour == set(range(24)) and schedule.day_of_month == set(range(1, 32))
+
+
+def test_U12_U8_the_usage_page_lists_late_months_and_retention_tiers(client, platform):
+    from tests.factories import make_user
+
+    company = company_with(platform, "endpoint_security", "a_la_carte")
+    for month, delta in ((SEP, {"endpoint_usage": 1}), (OCT, {"endpoint_usage": 2, "data_retention:retention_1y": 1})):
+        LateAdjustment.objects.create(company=company, month=month, reported_in=NOV, lineage=company.lineage,
+                                      delta=delta)
+    client.force_login(make_user(company=company))
+    html = client.get("/usage/", {"month": "2026-11"}).content.decode()
+    assert "Late adjustments to September 2026, October 2026" in html
+    assert "Data Retention (retention_1y)" in html
+    section = html[html.index('data-testid="late-adjustments"'):]
+    assert "+3" in section and "+1" in section

@@ -134,3 +134,17 @@ def test_H5_a_move_waits_for_a_running_rollup_of_the_moved_companies(platform):
                         lambda: company_move(actor=None, company=acme, new_parent=south))
     assert waited, "the move never waited for the rollup's lock"
     assert (usage_of(north, NOV), usage_of(south, NOV)) == (0, 1)
+
+
+def test_H5_U12_an_ended_month_not_closed_yet_stays_with_the_partner_it_ended_with(platform):
+    """A move between a month's end and its close: the month ended as the old partner's, so it stays
+    there through the close (its PSA addition is the old partner's too)."""
+    north, south = make_partner(parent=platform), make_partner(parent=platform)
+    acme = make_company(parent=north)
+    Machine(acme, now=at(OCT, 1)).beat(at(OCT, 10))
+    usage_company_rollup(company_id=acme.pk, months=[OCT])
+    company_move(actor=None, company=acme, new_parent=south)
+    assert (usage_of(north, OCT), usage_of(south, OCT)) == (1, 0)
+    Machine(acme, now=at(OCT, 1)).beat(at(OCT, 20))  # more of October, rolled up after the move
+    usage_month_close(month=OCT)
+    assert (usage_of(north, OCT), usage_of(south, OCT)) == (2, 0)

@@ -90,7 +90,7 @@ def _row(company, month, licensed, usage, finalized=False):
 
     from usage.models import CompanyMonthUsage
 
-    CompanyMonthUsage.objects.create(company=company, month=month, licensed_endpoints=licensed,
+    CompanyMonthUsage.objects.create(company=company, month=month, licensed_endpoints=licensed, lineage=company.lineage,
                                      endpoint_usage=usage, finalized_at=timezone.now() if finalized else None)
 
 
