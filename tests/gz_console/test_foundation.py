@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,39 @@ def test_company_task_runs_in_the_companys_schema(platform, celery_worker_proces
     result = schema_census.delay(company.pk).get(timeout=30)
     assert result == {"schema": company.schema_name, "endpoints": 1}
     assert connection.schema_name == "public"
+
+
+def _worker_sessions() -> list[int]:
+    from gz_console.celery import WORKER_APPLICATION_NAME
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                       [WORKER_APPLICATION_NAME])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_keeps_its_database_session_between_tasks_and_drops_it_after_a_failure(platform,
+                                                                                        celery_worker_process):
+    """Issue 5's rollup: a new session per task rebuilt the catalogue caches of every schema a batch
+    names. Kept after a success; closed after a failure, which may have stopped a query halfway."""
+    from companies.tasks import schema_census
+
+    company = make_company(parent=platform)
+    schema_census.delay(company.pk).get(timeout=30)
+    first = _worker_sessions()
+    schema_census.delay(company.pk).get(timeout=30)
+    assert len(first) == 1 and _worker_sessions() == first  # the same session served both
+
+    with pytest.raises(Exception, match="does not exist"):  # noqa: PT011 - the worker's error, rebuilt by Celery
+        schema_census.delay(0).get(timeout=30)
+    deadline = time.monotonic() + 10
+    while first[0] in _worker_sessions():  # closed just after the failure is reported
+        assert time.monotonic() < deadline, "the session outlived the failed task"
+        time.sleep(0.05)
+    schema_census.delay(company.pk).get(timeout=30)
+    after = _worker_sessions()
+    assert len(after) == 1 and after != first
 
 
 def test_console_sessions_run_without_jit(db):
