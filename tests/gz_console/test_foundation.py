@@ -117,6 +117,26 @@ def test_worker_keeps_its_database_session_between_tasks_and_drops_it_after_a_fa
     assert len(after) == 1 and after != first
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_kept_worker_session_that_died_while_idle_is_replaced_before_the_next_task(platform,
+                                                                                    celery_worker_process):
+    """A database restart or an idle timeout ends a kept session between tasks: the next task must
+    not fail on it (the health check before the first query opens a new one)."""
+    from companies.tasks import schema_census
+
+    company = make_company(parent=platform)
+    schema_census.delay(company.pk).get(timeout=30)
+    [pid] = _worker_sessions()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + 10
+    while pid in _worker_sessions():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert schema_census.delay(company.pk).get(timeout=30) == {"schema": company.schema_name, "endpoints": 0}
+    assert _worker_sessions() not in ([], [pid])
+
+
 def test_console_sessions_run_without_jit(db):
     """Statements over many company schemas would spend seconds compiling (docs/decisions.md)."""
     from django.db import connections
