@@ -202,9 +202,11 @@ def report_mixed_products(report: Report) -> list[str]:
 
     if report.kind != "endpoint" or report.options.product_type:
         return []
-    keys = set(CompanyMonthUsage.objects.filter(month=report.month,  # H5: the month's place in the tree
-                                                lineage__names=report.company.pk)
-               .exclude(product_type="").values_list("product_type", flat=True).distinct())
+    from usage.selectors import rows_in_view
+
+    rows = rows_in_view(CompanyMonthUsage.objects.filter(month=report.month),  # H5: the month's place in the tree
+                        company=report.company, subtree=True, viewer=report.actor.company)
+    keys = set(rows.exclude(product_type="").values_list("product_type", flat=True).distinct())
     return [PRODUCT_TYPES.get(k, k) for k in sorted(keys)] if len(keys) > 1 else []
 
 

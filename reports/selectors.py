@@ -195,7 +195,8 @@ def _all_members(scope: ReportScope) -> list[ScopeCompany]:
 
 def report_totals(*, scope: ReportScope) -> dict:
     """The target's figures: exactly what usage_totals (and getMonthlyUsage, R7) answers."""
-    return usage_totals(company=scope.company, month=scope.month, product_type=scope.options.product_type or None)
+    return usage_totals(company=scope.company, month=scope.month, product_type=scope.options.product_type or None,
+                        viewer=scope.actor.company)
 
 
 ROW_FIGURES = ["licensed_endpoints", "endpoint_usage", "patch_management", "sve_vs", "sve_vdi_hours",

@@ -138,7 +138,7 @@ class UsageViewSet(CompanyScopedAPIView):
                    responses={200: UsageMonthListSerializer, 403: FORBIDDEN, 404: NOT_FOUND})
     def list(self, request, company_id=None):
         company = access_company(self.actor, company_id)
-        months = usage_months(company=company)
+        months = usage_months(company=company, viewer=self.caller_company)
         return Response({"company": _company_json(company, self.caller_company),
                          "months": [{"month": f"{m['month']:%Y-%m}", "finalized": m["finalized"]} for m in months]})
 
@@ -152,7 +152,7 @@ class UsageViewSet(CompanyScopedAPIView):
         options = self.parse_query(UsageQuerySerializer)
         month_start = usage_month_parse(month)
         scope = options.get("scope")
-        detail = usage_month_detail(company=company, month=month_start,
+        detail = usage_month_detail(company=company, month=month_start, viewer=self.caller_company,
                                     product_type=options.get("product_type", ""),
                                     subtree=None if scope is None else scope == "subtree")
         late = detail["late_adjustments"]

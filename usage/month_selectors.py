@@ -19,7 +19,7 @@ from licensing.models import SeatAssignment, SeatState
 
 from .models import ANCESTORS_SQL, CompanyMonthUsage, month_rows_below
 from .rollups import GATED, RETENTION_DELTA, month_start
-from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, usage_totals
+from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, rows_in_view, usage_totals
 
 # R3 headers where the report has one; the others in the same words
 FIGURE_LABELS = {
@@ -53,6 +53,8 @@ SELECT t.key, sum(t.value::int)
 FROM usage_companymonthusage u, jsonb_each_text(u.data_retention) AS t(key, value)
 WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND {month_rows_below("%(company)s")})
   AND (%(product_type)s = '' OR u.product_type = %(product_type)s)
+  AND (%(below_now)s = '' OR EXISTS (SELECT 1 FROM companies_company n WHERE n.id = u.company_id
+                                     AND n.lineage LIKE %(below_now)s))
 GROUP BY t.key ORDER BY t.key
 """  # noqa: S608 - our own constants
 
@@ -69,11 +71,11 @@ def usage_month_parse(value: str, *, field: str = "month", today: dt.date | None
     return month
 
 
-def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY_MONTHS) -> list[dict]:
-    """Months with usage for the company (its subtree when `subtree`), newest first; the current month
-    is always listed. Three queries at most."""
-    rows = CompanyMonthUsage.objects.all()
-    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
+def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY_MONTHS,
+                 viewer: Company | None = None) -> list[dict]:
+    """Months with usage for the company (its subtree when `subtree`, as `viewer` may read it), newest
+    first; the current month is always listed. Three queries at most."""
+    rows = rows_in_view(CompanyMonthUsage.objects.all(), company=company, subtree=subtree, viewer=viewer)
     months = set(rows.order_by().values_list("month", flat=True).distinct())
     months.add(month_start(timezone.now()))
     newest = sorted(months, reverse=True)[:limit]
@@ -84,10 +86,12 @@ def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY
     return [{"month": m, "finalized": m in closed} for m in newest]
 
 
-def _retention(*, company: Company, month: dt.date, subtree: bool, product_type: str) -> dict[str, int]:
+def _retention(*, company: Company, month: dt.date, subtree: bool, product_type: str,
+               viewer: Company | None) -> dict[str, int]:
+    below_now = company.lineage + "%" if subtree and viewer is not None and viewer.pk != company.pk else ""
     with connection.cursor() as cursor:
         cursor.execute(RETENTION_SQL, {"month": month, "company": company.pk, "subtree": subtree,
-                                       "product_type": product_type})
+                                       "product_type": product_type, "below_now": below_now})
         return {key: int(total) for key, total in cursor.fetchall()}
 
 
@@ -106,23 +110,24 @@ def _before(company: Company, month: dt.date) -> bool:
 
 
 def usage_month_detail(*, company: Company, month: dt.date, product_type: str = "",
-                       subtree: bool | None = None) -> dict:
+                       subtree: bool | None = None, viewer: Company | None = None) -> dict:
     """The month's figures as the report shows them: `usage_totals` (a partner's figures sum its
     subtree, U13; "Not enabled" for add-ons none of them has), the late adjustments recorded for the
     month before (U12), Data Retention charged per tier (U8), the company's own seats, minimum and
-    subscription (R3, L6), and whether the month is finalized. A fixed number of queries."""
+    subscription (R3, L6), and whether the month is finalized. Rows as `viewer` may read them
+    (rows_in_view). A fixed number of queries."""
     if subtree is None:
         subtree = company.type == CompanyType.PARTNER
-    totals = usage_totals(company=company, month=month, product_type=product_type or None, subtree=subtree)
+    totals = usage_totals(company=company, month=month, product_type=product_type or None, subtree=subtree,
+                          viewer=viewer)
     own = CompanyMonthUsage.objects.filter(company=company, month=month).first()
     # the same companies as the totals: the subtree or the company, of the product type asked for (U11, U13)
-    with_retention = CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"])
-    with_retention = (with_retention.filter(lineage__names=company.pk) if subtree
-                      else with_retention.filter(company=company))
+    with_retention = rows_in_view(CompanyMonthUsage.objects.filter(month=month, enabled__contains=["data_retention"]),
+                                  company=company, subtree=subtree, viewer=viewer)
     if product_type:
         with_retention = with_retention.filter(product_type=product_type)
     retention_on = with_retention.exists()
-    retention = (_retention(company=company, month=month, subtree=subtree, product_type=product_type)
+    retention = (_retention(company=company, month=month, subtree=subtree, product_type=product_type, viewer=viewer)
                  if retention_on else NOT_ENABLED)
     figures = totals["figures"]
     minimum = own.minimum_usage if own else None
@@ -184,6 +189,8 @@ WITH below AS (
     FROM usage_companymonthusage u
     CROSS JOIN LATERAL unnest({ANCESTORS_SQL.format("u.lineage")}) AS a(id)
     WHERE u.month = %(month)s AND {month_rows_below("%(parent)s")}
+      AND (%(below_now)s = '' OR EXISTS (SELECT 1 FROM companies_company n WHERE n.id = u.company_id
+                                         AND n.lineage LIKE %(below_now)s))
     GROUP BY a.id
 )
 SELECT c.id, c.name, c.type, COALESCE(b.licensed, 0), COALESCE(b.usage, 0)
@@ -193,12 +200,12 @@ ORDER BY c.name LIMIT %(limit)s
 """  # noqa: S608 - our own constants
 
 
-def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTHS) -> list[dict]:
+def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTHS,
+                  viewer: Company | None = None) -> list[dict]:
     """Licensed endpoints and endpoint usage per month, newest first, summed over the subtree when
     `subtree` (U13). A subtree's month is finalized once every company in it is (months_closed_at), as
     the page's status and the month list say. One grouped query, and two more for a subtree."""
-    rows = CompanyMonthUsage.objects.all()
-    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
+    rows = rows_in_view(CompanyMonthUsage.objects.all(), company=company, subtree=subtree, viewer=viewer)
     sums = list(rows.values("month").annotate(**{f: Sum(f) for f in HISTORY_FIGURES},
                                               finalized=Count("pk", filter=Q(finalized_at__isnull=False)))
                 .order_by("-month")[:limit])
@@ -211,11 +218,14 @@ def usage_history(*, company: Company, subtree: bool, limit: int = HISTORY_MONTH
 CHILDREN_LIMIT = 500  # rows on the Usage page; the page says when a partner has more (the report lists all)
 
 
-def usage_children(*, company: Company, month: dt.date, limit: int | None = None) -> list[dict]:
+def usage_children(*, company: Company, month: dt.date, limit: int | None = None,
+                   viewer: Company | None = None) -> list[dict]:
     """The companies directly below `company`, each with its subtree's licensed endpoints and endpoint
-    usage for the month (U13, "only direct companies"). One query."""
+    usage for the month (U13, "only direct companies"), as `viewer` may read them (rows_in_view: from
+    above, only companies below `company` now). One query."""
+    below_now = company.lineage + "%" if viewer is not None and viewer.pk != company.pk else ""
     with connection.cursor() as cursor:
-        cursor.execute(CHILDREN_SQL, {"month": month, "parent": company.pk,
+        cursor.execute(CHILDREN_SQL, {"month": month, "parent": company.pk, "below_now": below_now,
                                       "limit": limit or CHILDREN_LIMIT})
         return [{"id": pk, "name": name, "type": type_, "licensed_endpoints": licensed, "endpoint_usage": usage}
                 for pk, name, type_, licensed, usage in cursor.fetchall()]

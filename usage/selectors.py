@@ -29,17 +29,32 @@ def usage_after_move(company: Company, old_parent: Company) -> None:
         .update(lineage=Subquery(Company.objects.filter(pk=OuterRef("company_id")).values("lineage")[:1]))
 
 
+def rows_in_view(rows, *, company: Company, subtree: bool, viewer: Company | None = None):
+    """`rows` (company-month rows or late adjustments) of the company, or with `subtree` of every company
+    that was below it in their month (H5), as `viewer` may read them (C6). The company's own users
+    read its whole subtree of the time; a partner above it reads only the companies below it now: a
+    company that has since moved elsewhere was never the viewer's, and its figures could otherwise be
+    worked out by subtracting the rows listed from the total. `viewer` None: no one's view (internal)."""
+    if not subtree:
+        return rows.filter(company=company)
+    rows = rows.filter(lineage__names=company.pk)
+    if viewer is not None and viewer.pk != company.pk:
+        rows = rows.filter(company__lineage__startswith=company.lineage)
+    return rows
+
+
 def usage_totals(*, company: Company, month: dt.date, product_type: str | None = None,
-                 subtree: bool = True) -> dict:
+                 subtree: bool = True, viewer: Company | None = None) -> dict:
     """The month's figures for `company`: its own row, plus (subtree=True) every company below it.
 
     An add-on enabled for none of the summed companies reads "Not enabled" (U13). `product_type`
     keeps only companies of that product type (U11: an EDR report shows nothing of Endpoint
     Security companies). Late adjustments recorded for the previous month are returned apart.
-    A month's rows are summed by the place in the tree they hold for that month (H5).
+    A month's rows are summed by the place in the tree they hold for that month (H5), as `viewer` may
+    read them (rows_in_view).
     """
-    rows = CompanyMonthUsage.objects.filter(month=month)
-    rows = rows.filter(lineage__names=company.pk) if subtree else rows.filter(company=company)
+    rows = rows_in_view(CompanyMonthUsage.objects.filter(month=month), company=company, subtree=subtree,
+                        viewer=viewer)
     if product_type:
         rows = rows.filter(product_type=product_type)
     aggregates = {figure: Sum(figure) for figure in CompanyMonthUsage.FIGURES}
@@ -55,9 +70,8 @@ def usage_totals(*, company: Company, month: dt.date, product_type: str | None =
             figures[figure] = NOT_ENABLED
     # U12: the adjustments this month's report carries: recorded after the last report was made, for
     # any finalized month before it (usually the previous one)
-    adjustments = LateAdjustment.objects.filter(reported_in=month)
-    adjustments = (adjustments.filter(lineage__names=company.pk) if subtree
-                   else adjustments.filter(company=company))
+    adjustments = rows_in_view(LateAdjustment.objects.filter(reported_in=month), company=company, subtree=subtree,
+                               viewer=viewer)
     if product_type:  # each adjustment counts under its company's product type of the finalized month
         adjustments = adjustments.filter(Exists(CompanyMonthUsage.objects.filter(
             company=OuterRef("company"), month=OuterRef("month"), product_type=product_type)))

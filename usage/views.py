@@ -35,14 +35,15 @@ class UsageView(PageView):
         # C6: a company outside the user's subtree answers 404, as a missing one does
         company = viewer if company_id is None else access_company(request.user, company_id)
         is_partner = company.type == CompanyType.PARTNER
-        months = usage_months(company=company)
+        months = usage_months(company=company, viewer=viewer)
         form = UsageMonthForm(request.GET or None, months=months, is_partner=is_partner)
         month, scope = month_start(timezone.now()), ("subtree" if is_partner else "company")
-        if form.is_bound and form.is_valid():
+        invalid = form.is_bound and not form.is_valid()  # X2: 400 naming the field; the current month is shown
+        if form.is_bound and not invalid:
             month = form.cleaned_data["month"] or month
             scope = form.cleaned_data.get("scope") or scope
         subtree = scope == "subtree"
-        detail = usage_month_detail(company=company, month=month, subtree=subtree)
+        detail = usage_month_detail(company=company, month=month, subtree=subtree, viewer=viewer)
         context = {
             "company": company,
             "own": company.pk == viewer.pk,
@@ -52,12 +53,13 @@ class UsageView(PageView):
             "rows": figure_rows(detail),
             "late_rows": late_rows(detail),
             "seats": seat_state_counts(company=company, subtree=subtree),
-            "history": usage_history(company=company, subtree=subtree),
-            "children": usage_children(company=company, month=month) if is_partner else [],
+            "history": usage_history(company=company, subtree=subtree, viewer=viewer),
+            "children": usage_children(company=company, month=month, viewer=viewer) if is_partner else [],
             "children_total": company.children.count() if is_partner else 0,
             "scope": scope,
-            "refresh_seconds": REFRESH_SECONDS if detail["status"] == "open" else None,
+            "refresh_seconds": REFRESH_SECONDS if detail["status"] == "open" and not invalid else None,
         }
+        status = 400 if invalid else 200
         if request.headers.get("HX-Request"):
-            return render(request, "usage/_figures.html", context)
-        return render(request, "usage/index.html", context)
+            return render(request, "usage/_figures.html", context, status=status)
+        return render(request, "usage/index.html", context, status=status)

@@ -127,7 +127,7 @@ def _usage_target(ctx: RpcContext, params: dict):
 def get_monthly_usage(ctx: RpcContext, params: dict) -> dict:
     company, month = _usage_target(ctx, params)
     # the report's company row: the company and its subtree (U13), every product type
-    usage = _usage_object(usage_totals(company=company, month=month))
+    usage = _usage_object(usage_totals(company=company, month=month, viewer=ctx.company))
     minimum = (CompanyMonthUsage.objects.filter(company=company, month=month)
                .values_list("minimum_usage", flat=True).first())
     usage["minimumUsage"] = {"endpointMonthlyUsage": minimum or 0}
@@ -139,6 +139,7 @@ def get_monthly_usage_per_product_type(ctx: RpcContext, params: dict) -> dict:
     company, month = _usage_target(ctx, params)
     usages = []
     for code, product_type in sorted(PRODUCT_TYPES.items()):
-        usage = _usage_object(usage_totals(company=company, month=month, product_type=product_type))
+        usage = _usage_object(usage_totals(company=company, month=month, product_type=product_type,
+                                                     viewer=ctx.company))
         usages.append({"productType": code, **usage})
     return {"usages": usages}

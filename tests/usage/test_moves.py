@@ -148,3 +148,47 @@ def test_H5_U12_an_ended_month_not_closed_yet_stays_with_the_partner_it_ended_wi
     Machine(acme, now=at(OCT, 1)).beat(at(OCT, 20))  # more of October, rolled up after the move
     usage_month_close(month=OCT)
     assert (usage_of(north, OCT), usage_of(south, OCT)) == (2, 0)
+
+
+def test_C6_H5_a_new_partner_cannot_work_out_a_company_that_left_the_moved_subtree(platform, client):
+    """C was North's reseller with customers Gone (2 endpoints) and Kept (1) in October. Gone moves up to
+    North, then C moves to South. South reads C's October only as far as the companies below C now:
+    else C's total minus its listed rows would be Gone's figure, a company never South's (C6). C's own
+    users still read October as C billed it."""
+    import base64
+    import json
+
+    from companies.services import api_key_create
+
+    north, south = make_partner(parent=platform, name="North"), make_partner(parent=platform, name="South")
+    reseller = make_partner(parent=north, name="C")
+    gone, kept = make_company(parent=reseller, name="Gone"), make_company(parent=reseller, name="Kept")
+    for company, endpoints in ((gone, 2), (kept, 1)):
+        for _ in range(endpoints):
+            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
+        usage_company_rollup(company_id=company.pk, months=[OCT])
+    usage_company_rollup(company_id=reseller.pk, months=[OCT])
+    usage_month_close(month=OCT)
+    company_move(actor=None, company=gone, new_parent=north)
+    company_move(actor=None, company=reseller, new_parent=south)
+    reseller.refresh_from_db()
+
+    south_admin = make_user(company=south)
+    client.force_login(south_admin)
+    rest = client.get(f"/api/v1/companies/{reseller.pk}/usage/2026-10").json()
+    assert rest["figures"]["endpoint_usage"] == 1
+    page = client.get(f"/usage/{reseller.pk}/", {"month": "2026-10"})
+    assert page.context["detail"]["figures"]["endpoint_usage"] == 1
+    assert [(c["name"], c["endpoint_usage"]) for c in page.context["children"]] == [("Kept", 1)]
+    assert [row["endpoint_usage"] for row in page.context["history"] if row["month"] == OCT] == [1]
+    report = report_build(actor=south_admin, company=reseller, month=OCT)
+    assert report.totals["figures"]["endpoint_usage"] == 1
+    secret = api_key_create(actor=south_admin, company=south, name="script", scopes=["usage"])[1]
+    rpc = client.post("/api/v1.0/jsonrpc/licensing", data=json.dumps(
+        {"id": "1", "jsonrpc": "2.0", "method": "getMonthlyUsage",
+         "params": {"companyId": str(reseller.pk), "targetMonth": "10/2026"}}), content_type="application/json",
+        HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{secret}:".encode()).decode())
+    assert rpc.json()["result"]["endpointMonthlyUsage"] == 1
+
+    client.force_login(make_user(company=reseller))  # C's own users: October as C billed it
+    assert client.get(f"/api/v1/companies/{reseller.pk}/usage/2026-10").json()["figures"]["endpoint_usage"] == 3

@@ -145,10 +145,20 @@ def test_U12_month_picker_shows_finalized_month_and_late_adjustments(tree):
     assert f'data-month="{PREV:%Y-%m}"' in current  # listed among previous months
 
 
-def test_X2_month_picker_names_a_bad_month(tree):
-    html = signed_in(tree.users["Dental"]).get("/usage/", {"month": "2026-13"}).content.decode()
-    assert 'data-testid="month-error"' in html and "YYYY-MM" in html
-    assert figure(html, "endpoint_usage") == "3"  # falls back to the current month
+@pytest.mark.parametrize(("user", "query"), [("Dental", {"month": "2026-13"}), ("Dental", {"month": "abc"}),
+                                             ("Dental", {"month": "2099-01"}),
+                                             ("Harbor MSP", {"month": "2026-10", "scope": "zzz"})])
+def test_X2_month_picker_names_a_bad_month(tree, user, query):
+    """A bad month or scope is a 400 naming the field (as REST and the Reports page answer), showing the
+    current month without its live refresh, never a 200 that looks like the month asked for."""
+    response = signed_in(tree.users[user]).get("/usage/", query)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert 'data-testid="month-error"' in html
+    assert response.context["detail"]["month"] == month_start(dt.datetime.now(dt.UTC))  # under the error
+    assert response.context["refresh_seconds"] is None
+    if user == "Dental":
+        assert figure(html, "endpoint_usage") == "3"
 
 
 def test_usage_page_query_count_is_flat(tree):
