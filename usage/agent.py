@@ -28,7 +28,7 @@ from licensing.models import SeatState
 from licensing.seats import SeatInfo, seat_assign, seat_state
 
 from .locks import ingest_lock_key
-from .models import LATE_WINDOW, AgentCredential, InstallToken
+from .models import LATE_WINDOW, AgentCredential, InstallToken, late_horizon
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
 from .telemetry.models import MachineType, OsFamily, OsType
 
@@ -37,9 +37,9 @@ MAX_MAILBOXES_PER_REQUEST = 10000
 MAX_UPTIME_SECONDS = 86400
 # an agent's clock may run a little ahead; more than this is a wrong clock, not a late delivery
 MAX_CLOCK_AHEAD = dt.timedelta(minutes=5)
-# the late window (ARCHITECTURE: raw heartbeats are kept for the open month plus 35 days): older
-# data is refused, because the raw rows that would recognise it as a resend (T4) are purged by then
-MAX_AGE = LATE_WINDOW
+# the late horizon (usage.models.late_horizon: the earlier of 35 days ago and the start of the previous
+# month): older data is refused, because the raw rows that would recognise it as a resend (T4) are purged
+# by then (heartbeats_purge uses the same horizon)
 
 OS_FAMILIES = frozenset(OsFamily.values)
 OS_TYPES = frozenset(OsType.values)
@@ -247,8 +247,10 @@ def _observed_at(value: Any, earliest: dt.datetime, latest: dt.datetime) -> tupl
     if when > latest:
         return None, "observed_at: more than 5 minutes in the future; check the endpoint's clock."
     if when < earliest:
-        return None, (f"observed_at: older than the {LATE_WINDOW.days}-day late window; data this old can no "
-                      "longer change any report.")
+        return None, (f"observed_at: {when.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} is before the earliest time "
+                      f"accepted now, {earliest.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} (the earlier of "
+                      f"{LATE_WINDOW.days} days ago and the start of the previous month); older data is refused "
+                      "because the raw records that recognise a resend are purged by then.")
     return when.astimezone(dt.UTC), ""
 
 
@@ -318,7 +320,7 @@ def heartbeats_validate(*, endpoint_id: uuid.UUID, items: list, now: dt.datetime
         raise BatchTooLarge(f"heartbeats: at most {MAX_HEARTBEATS_PER_REQUEST} heartbeats per request, this one "
                             f"has {len(items)}; send them in smaller batches.")
     result = IngestResult()
-    earliest, latest = now - MAX_AGE, now + MAX_CLOCK_AHEAD
+    earliest, latest = late_horizon(now), now + MAX_CLOCK_AHEAD
     endpoint = str(endpoint_id)
     rows: dict[str, tuple] = {}
     for index, item in enumerate(items):
@@ -483,7 +485,7 @@ def mailboxes_ingest(*, company: Company, payload: Any, now: dt.datetime | None 
     if not isinstance(payload, dict):
         raise ValidationError({"body": "must be a JSON object."})
     errors: dict[str, str] = {}
-    observed_at, error = _observed_at(payload.get("observed_at"), now - MAX_AGE, now + MAX_CLOCK_AHEAD)
+    observed_at, error = _observed_at(payload.get("observed_at"), late_horizon(now), now + MAX_CLOCK_AHEAD)
     if error:
         errors["observed_at"] = error.removeprefix("observed_at: ")
     _choice(payload, "environment", ENVIRONMENTS, errors)

@@ -42,6 +42,16 @@ class LineageNames(models.Lookup):
 LATE_WINDOW = dt.timedelta(days=35)
 
 
+def late_horizon(now: dt.datetime) -> dt.datetime:
+    """T4, U12: the earliest observed_at the agent API accepts, and below which raw heartbeats are
+    purged (one horizon for both, so a resend of a purged heartbeat is refused, never counted twice):
+    the earlier of `now` minus the late window and the start of the previous month. The previous
+    month's late data still reaches a report (the one made at the start of the next month), so all of
+    it is accepted throughout the open month, however old; data older than both bounds is refused."""
+    previous = (dt.date(now.year, now.month, 1) - dt.timedelta(days=1)).replace(day=1)
+    return min(now - LATE_WINDOW, dt.datetime.combine(previous, dt.time(), tzinfo=dt.UTC))
+
+
 class InstallToken(models.Model):
     """T1: the token an install package carries; it names the company the agent registers into."""
 

@@ -32,7 +32,7 @@ from companies.models import Company
 from licensing.seats import licensed_in_period_sql
 
 from .locks import ingest_lock_key
-from .models import LATE_WINDOW, CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup
+from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup, late_horizon
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS, XDR_SENSOR_ITEMS
 from .telemetry.models import MachineType, OsFamily, OsType
 
@@ -334,6 +334,10 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
     return result
 
 
+# L6, U12: the licence terms an ended month keeps through recomputes and its close, as it keeps its lineage
+ENDED_MONTH_KEEPS = frozenset({"reserved_seats", "minimum_usage", "end_date", "auto_renew"})
+
+
 def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
     """Upsert the month's usage rows in one statement; a finalized row never changes (U12). In a
     month already closed, a company without a finalized row (added since, or missed by the close while
@@ -349,8 +353,11 @@ def _store(month: dt.date, figures_of: dict[int, dict]) -> None:
             for company_id, figures in figures_of.items() if company_id not in finalized]
     if rows:
         fields = [*next(iter(figures_of.values())), "computed_at"]
-        if month < month_start(now):  # H5: an ended month keeps the place it ended with (a move since waits)
-            fields.remove("lineage")
+        if month < month_start(now):
+            # H5: an ended month keeps the place it ended with (a move since waits); L6: and the licence
+            # terms it ended with (terms set since take effect from the month they are set in). A row
+            # first created after the month ended keeps what it gets.
+            fields = [f for f in fields if f != "lineage" and f not in ENDED_MONTH_KEEPS]
         CompanyMonthUsage.objects.bulk_create(rows, update_conflicts=True, unique_fields=["company", "month"],
                                               update_fields=fields)
 
@@ -597,11 +604,12 @@ def usage_month_close(*, month: dt.date, progress=None) -> int:
 
 
 def heartbeats_purge(*, now: dt.datetime) -> int:
-    """Raw heartbeats outlive the open month by the late window; endpoint-day rows stay. Only rows
-    already rolled up are removed, and only rows observed before the window too: the agent API
-    refuses those (T4: a resend of a purged heartbeat can never be counted again)."""
+    """Raw heartbeats outlive the open month by the late horizon (the earlier of 35 days ago and the
+    start of the previous month); endpoint-day rows stay. Only rows already rolled up are removed, and
+    only rows observed before the horizon too: the agent API refuses those, by the same horizon (T4: a
+    resend of a purged heartbeat can never be counted again)."""
     open_month = dt.datetime.combine(month_start(now), dt.time(), tzinfo=dt.UTC)
-    late_cutoff = now - LATE_WINDOW
+    late_cutoff = late_horizon(now)
     removed = 0
     for company in Company.objects.all():
         with tenant_context(company), connection.cursor() as cursor:

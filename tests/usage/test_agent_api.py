@@ -18,7 +18,7 @@ from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of, reservation_set, seats_expire_trials, trial_end_for
 from tests.factories import make_company
 from usage.agent import agent_register, install_token_for, install_token_rotate
-from usage.models import AgentCredential, MonthClose, PendingRollup
+from usage.models import AgentCredential, MonthClose, PendingRollup, late_horizon
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
 from usage.rollups import heartbeats_pending
 from usage.telemetry.models import Endpoint, Heartbeat, MailboxMonth
@@ -259,8 +259,9 @@ def test_T4_a_resend_after_the_purge_is_refused_never_counted_again(client, comp
 
     body = agent_module.heartbeats_validate(endpoint_id=uuid.UUID(stored_endpoint(company)), items=[item],
                                             now=later)[1]
-    assert body.accepted == 0 and body.rejected[0]["error"].startswith("observed_at: older than the 35-day")
-    assert send(client, token, [heartbeat(observed_at=(now - dt.timedelta(days=36)).isoformat())]).status_code == 400
+    assert body.accepted == 0 and "is before the earliest time accepted now" in body.rejected[0]["error"]
+    too_old = late_horizon(now) - dt.timedelta(minutes=1)  # before both 35 days ago and the previous month
+    assert send(client, token, [heartbeat(observed_at=too_old.isoformat())]).status_code == 400
     usage_company_rollup(company_id=company.pk)
     with tenant_context(company):
         assert list(EndpointDay.objects.values_list("day", "uptime_seconds", "heartbeats")) == before
@@ -385,14 +386,14 @@ def test_T6_future_timestamp_rejected_while_the_rest_of_the_batch_is_stored(clie
     items = [heartbeat(), heartbeat(observed_at=(now + dt.timedelta(hours=2)).isoformat()),
              heartbeat(observed_at=(now + dt.timedelta(minutes=4)).isoformat()),
              heartbeat(observed_at="2026-10-05T12:00:00"), heartbeat(observed_at="yesterday"),
-             heartbeat(observed_at=(now - dt.timedelta(days=35, minutes=1)).isoformat()),
+             heartbeat(observed_at=(late_horizon(now) - dt.timedelta(minutes=1)).isoformat()),
              heartbeat(observed_at=(now - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))]
     body = send(client, token, items).json()
     assert body["accepted"] == 3
     errors = {r["index"]: r["error"] for r in body["rejected"]}
     assert set(errors) == {1, 3, 4, 5}
     assert all(error.startswith("observed_at: ") for error in errors.values())
-    assert "future" in errors[1] and "time zone" in errors[3] and "35-day late window" in errors[5]
+    assert "future" in errors[1] and "time zone" in errors[3] and "before the earliest time accepted" in errors[5]
     assert {str(row.id) for row in stored(company)} == {items[0]["id"], items[2]["id"], items[6]["id"]}
 
 

@@ -1,0 +1,52 @@
+"""L6, U12: an ended month keeps the licence terms it ended with until and through its close; terms
+set after it ended take effect from the month they are set in."""
+
+import datetime as dt
+
+import pytest
+from freezegun import freeze_time
+
+from licensing.entitlements import entitlements_set
+from licensing.services import license_update
+from tests.factories import make_company
+from tests.usage.fleet import Machine
+from usage.models import CompanyMonthUsage
+from usage.rollups import usage_company_rollup, usage_month_close
+
+pytestmark = pytest.mark.django_db
+
+NOV, DEC = dt.date(2026, 11, 1), dt.date(2026, 12, 1)
+
+
+def terms(company, month):
+    row = CompanyMonthUsage.objects.get(company=company, month=month)
+    return row.minimum_usage, row.reserved_seats, row.end_date, row.auto_renew
+
+
+def test_L6_U12_an_ended_month_keeps_the_licence_terms_it_ended_with_through_its_close(platform):
+    with freeze_time("2026-11-02 09:00"):
+        company = make_company(parent=platform)
+        entitlements_set(actor=None, company=company, purpose="own", keys={"endpoint_security", "a_la_carte"})
+        license_update(actor=None, company=company, reserved_seats=10, minimum_usage=5,
+                       end_date=dt.date(2027, 6, 30), auto_renew=False)
+        machine = Machine(company, now=dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC))
+        machine.beat(dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC))
+        usage_company_rollup(company_id=company.pk)
+        november = terms(company, NOV)
+    assert november == (5, 10, dt.date(2027, 6, 30), False)
+    with freeze_time("2026-12-01 00:10"):
+        license_update(actor=None, company=company, minimum_usage=1, reserved_seats=3,
+                       end_date=dt.date(2027, 12, 31), auto_renew=True)
+    with freeze_time("2026-12-01 00:20"):  # a late heartbeat for November, rolled up before the close
+        machine.beat(dt.datetime(2026, 11, 30, 23, tzinfo=dt.UTC))
+        usage_company_rollup(company_id=company.pk)
+        assert terms(company, NOV) == november
+    with freeze_time("2026-12-01 00:30"):
+        usage_month_close(month=NOV)
+    row = CompanyMonthUsage.objects.get(company=company, month=NOV)
+    assert row.finalized_at is not None
+    assert terms(company, NOV) == november
+    with freeze_time("2026-12-01 00:40"):  # the open month takes the terms set in it
+        machine.beat(dt.datetime(2026, 12, 1, 0, 35, tzinfo=dt.UTC))
+        usage_company_rollup(company_id=company.pk)
+    assert terms(company, DEC)[:2] + terms(company, DEC)[3:] == (1, 3, True)
