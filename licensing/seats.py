@@ -99,6 +99,32 @@ def licensed_in_period_sql(*, seat: str, start: str, end: str) -> str:
             f"OR ({seat}.previously_licensed_from < {end} AND {seat}.previously_licensed_until >= {start}))")
 
 
+def _spell_start(seat: str, column: str) -> str:
+    """When a seat spell began, for counting: a seat taken when the endpoint registered covers what it
+    reported before (no agent reports before it registers; imports and simulations date data back),
+    a seat taken later (a trial promoted, a retake, a revival) begins when it was taken."""
+    return f"(CASE WHEN {seat}.{column} <= {seat}.first_seen_at THEN '-infinity'::timestamptz ELSE {seat}.{column} END)"
+
+
+def licensed_whole_period_sql(*, seat: str, start: str, end: str) -> str:
+    """SQL: the seat row `seat` held its licensed seat for the whole of [start, end) (one spell, the
+    current or the one before a suspension); never NULL."""
+    return (f"COALESCE(({seat}.licensed_at IS NOT NULL AND {_spell_start(seat, 'licensed_at')} <= {start} "
+            f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at >= {end})) "
+            f"OR ({_spell_start(seat, 'previously_licensed_from')} <= {start} "
+            f"AND {seat}.previously_licensed_until >= {end}), false)")
+
+
+def licensed_during_sql(*, seat: str, first: str, last: str) -> str:
+    """SQL: the seat row `seat` held its licensed seat at some time between `first` and `last` (an
+    endpoint-day's first and last heartbeat): T5 and L4 count what an endpoint did while it held a
+    seat, not while it was in trial or expired."""
+    return (f"(({seat}.licensed_at IS NOT NULL AND {_spell_start(seat, 'licensed_at')} <= {last} "
+            f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at > {first})) "
+            f"OR ({_spell_start(seat, 'previously_licensed_from')} <= {last} "
+            f"AND {seat}.previously_licensed_until > {first}))")
+
+
 # --- assignment --------------------------------------------------------------------------------------
 
 @transaction.atomic

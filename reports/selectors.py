@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from django.db import connection
 
 from companies.models import Company, User
-from licensing.seats import licensed_in_period_sql
+from licensing.seats import licensed_during_sql, licensed_in_period_sql, licensed_whole_period_sql
 from usage.models import ANCESTORS_SQL, month_rows_below
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
 from usage.rollups import GATED, month_bounds
@@ -26,6 +26,10 @@ from usage.selectors import NOT_ENABLED, usage_totals
 CHUNK = 200  # company schemas per UNION ALL statement
 FETCH = 2000  # rows per round trip from the server-side cursor
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%s", end="%s")  # end, start, end, start
+LICENSED_ALL_MONTH = licensed_whole_period_sql(seat="s", start="%s", end="%s")  # start, end, start, end
+LICENSED_ON_DAY = licensed_during_sql(seat="h", first="d.first_seen_at", last="d.last_seen_at")
+HELD_ACTIVITY = ", ".join(f"CASE WHEN p.endpoint_id IS NULL THEN m.{c} ELSE p.{c} END AS {c}"
+                          for c in ("uptime_seconds", "modules", "xdr_sensors", "used_central_scan"))
 
 MODULE_LABELS = {
     "antimalware": "Antimalware", "advanced_threat_control": "Advanced Threat Control",
@@ -307,16 +311,24 @@ def _endpoint_union(chunk: list[ScopeCompany], month: dt.date) -> tuple[str, lis
     parts, params = [], []
     for member in chunk:
         schema = connection.ops.quote_name(member.schema_name)
+        # as usage/rollups.py FIGURES_SQL counts: an endpoint that held its seat all month with its month, one
+        # that held it for part of the month with the days it held it (T5, L4), licensed when there are any
         parts.append(
             "SELECT %s::bigint AS company_id, %s::text AS company_name, %s::text AS lineage, "  # noqa: S608 - quoted names, parameters
             "%s::text[] AS enabled, %s::text AS product_type, m.endpoint_id, COALESCE(e.hostname, '') AS hostname, "
-            "m.os_family, m.os_type, m.machine_type, m.uptime_seconds, m.modules, m.xdr_sensors, "
-            "m.used_central_scan, EXISTS (SELECT 1 FROM public.licensing_seatassignment s "
-            f"WHERE s.company_id = %s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH}) AS licensed "
+            f"m.os_family, m.os_type, m.machine_type, {HELD_ACTIVITY}, "
+            "(COALESCE(h.whole, false) OR p.endpoint_id IS NOT NULL) AS licensed "
             f"FROM {schema}.telemetry_endpointmonth m LEFT JOIN {schema}.telemetry_endpoint e ON e.id = m.endpoint_id "
+            f"LEFT JOIN LATERAL (SELECT s.*, {LICENSED_ALL_MONTH} AS whole FROM public.licensing_seatassignment s "
+            f"WHERE s.company_id = %s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH}) h ON true "
+            "LEFT JOIN LATERAL (SELECT d.endpoint_id, sum(d.uptime_seconds)::bigint AS uptime_seconds, "
+            "bit_or(d.modules) AS modules, bit_or(d.xdr_sensors) AS xdr_sensors, "
+            f"bool_or(d.used_central_scan) AS used_central_scan FROM {schema}.telemetry_endpointday d "
+            "WHERE NOT h.whole AND d.endpoint_id = m.endpoint_id AND d.day >= %s AND d.day < %s "
+            f"AND {LICENSED_ON_DAY} GROUP BY d.endpoint_id) p ON true "
             "WHERE m.month = %s")
         params += [member.id, member.name, member.lineage, list(member.enabled), member.product_type,
-                   member.id, end, start, end, start, month]
+                   start, end, start, end, member.id, end, start, end, start, start.date(), end.date(), month]
     return " UNION ALL ".join(parts), params
 
 

@@ -29,7 +29,7 @@ from django.utils import timezone
 from django_tenants.utils import tenant_context
 
 from companies.models import Company
-from licensing.seats import licensed_in_period_sql
+from licensing.seats import licensed_during_sql, licensed_in_period_sql, licensed_whole_period_sql
 
 from .locks import ingest_lock_key
 from .models import CompanyMonthUsage, LateAdjustment, MonthClose, PendingRollup, late_horizon
@@ -43,6 +43,8 @@ BATCH_SIZE = 50  # companies per rollup transaction: ingestion for them waits on
 # company takes ~17 relation locks (max_locks_per_transaction is shared by all sessions)
 SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
+LICENSED_ALL_MONTH = licensed_whole_period_sql(seat="s", start="%(start)s", end="%(end)s")
+LICENSED_ON_DAY = licensed_during_sql(seat="s", first="d.first_seen_at", last="d.last_seen_at")
 
 # The latest OS/machine shape of a day or month, picked with a plain max() over one bigint instead
 # of a sort per group: the observed microsecond times SHAPE_RADIX plus the shape's code (a
@@ -128,21 +130,46 @@ MAILBOXES_PART = ("SELECT {company}::bigint AS company_id, count(*) FILTER (WHER
                   "AND (emails_sent > 0 OR emails_received > 0)) AS email "
                   f"FROM {SCHEMA}.telemetry_mailboxmonth WHERE month = %(month)s")
 NO_MAILBOXES = "SELECT NULL::bigint AS company_id, 0::bigint AS exchange, 0::bigint AS email WHERE false"
+# T5, L4: an endpoint that held its seat for part of the month only (licensed, or expired, during it) counts
+# with what it ran on the days it held the seat: its endpoint-day rows whose activity overlaps a seat spell
+# (day granularity: such a day counts whole). Read only for the companies that have such seats this month.
+PROTECTED_DAYS_PART = ("SELECT {company}::bigint AS company_id, d.endpoint_id, bit_or(d.modules) AS modules, "
+                       "bit_or(d.xdr_sensors) AS xdr_sensors, bool_or(d.used_central_scan) AS used_central_scan, "
+                       "sum(d.uptime_seconds)::bigint AS uptime_seconds "
+                       f"FROM {SCHEMA}.telemetry_endpointday d JOIN public.licensing_seatassignment s "
+                       "ON s.company_id = {company} AND s.endpoint_id = d.endpoint_id "
+                       f"WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND {LICENSED_ON_DAY} "
+                       "GROUP BY d.endpoint_id")
+NO_PROTECTED_DAYS = ("SELECT NULL::bigint AS company_id, NULL::uuid AS endpoint_id, 0 AS modules, "
+                     "0::smallint AS xdr_sensors, false AS used_central_scan, 0::bigint AS uptime_seconds WHERE false")
+PART_MONTH_SEATS_SQL = f"""
+SELECT DISTINCT s.company_id FROM public.licensing_seatassignment s
+WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH} AND NOT {LICENSED_ALL_MONTH}
+"""
 FIGURES_SQL = f"""
 WITH terms AS (
     SELECT * FROM unnest(%(companies)s::bigint[], %(sve)s::boolean[], %(cp)s::boolean[]) AS t(company_id, sve, cp)
 ), em AS ({{endpoint_months}}
 ), held AS (
-    SELECT s.company_id, s.endpoint_id FROM public.licensing_seatassignment s
+    SELECT s.company_id, s.endpoint_id, {LICENSED_ALL_MONTH} AS whole FROM public.licensing_seatassignment s
     WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH}
+), protected AS ({{protected_days}}
+), counted_months AS (
+    SELECT em.company_id, em.endpoint_id, em.os_family, em.os_type, em.machine_type,
+           CASE WHEN held.whole THEN em.modules ELSE p.modules END AS modules,
+           CASE WHEN held.whole THEN em.xdr_sensors ELSE p.xdr_sensors END AS xdr_sensors,
+           CASE WHEN held.whole THEN em.used_central_scan ELSE p.used_central_scan END AS used_central_scan,
+           CASE WHEN held.whole THEN em.uptime_seconds ELSE p.uptime_seconds END AS uptime_seconds
+    FROM em JOIN held USING (company_id, endpoint_id) LEFT JOIN protected p USING (company_id, endpoint_id)
+    WHERE held.whole OR p.endpoint_id IS NOT NULL
 ), lic AS (
-    SELECT em.*,
-           (em.machine_type = 'virtual' AND (em.os_type = 'server' OR em.os_family = 'linux')
-            AND em.used_central_scan AND t.sve) AS sve_vs,
-           (em.machine_type = 'virtual' AND NOT (em.os_type = 'server' OR em.os_family = 'linux')
-            AND em.used_central_scan AND t.sve) AS sve_vdi,
-           (em.modules & {MODULE_BITS["container_protection"]} <> 0 AND t.cp) AS cp
-    FROM em JOIN terms t USING (company_id) JOIN held USING (company_id, endpoint_id)
+    SELECT e.*,
+           (e.machine_type = 'virtual' AND (e.os_type = 'server' OR e.os_family = 'linux')
+            AND e.used_central_scan AND t.sve) AS sve_vs,
+           (e.machine_type = 'virtual' AND NOT (e.os_type = 'server' OR e.os_family = 'linux')
+            AND e.used_central_scan AND t.sve) AS sve_vdi,
+           (e.modules & {MODULE_BITS["container_protection"]} <> 0 AND t.cp) AS cp
+    FROM counted_months e JOIN terms t USING (company_id)
 ), active AS (
     SELECT company_id, count(*) AS n FROM em GROUP BY company_id
 ), counted AS (
@@ -186,10 +213,14 @@ charged AS (
     SELECT (SELECT t.key FROM tiers t
             WHERE t.enabled_at <= m.last_seen_at AND (t.disabled_at IS NULL OR t.disabled_at >= %(start)s)
             ORDER BY t.rank DESC LIMIT 1) AS tier
-    FROM {SCHEMA}.telemetry_endpointmonth m
-    WHERE m.month = %(month)s AND EXISTS (
-        SELECT 1 FROM public.licensing_seatassignment s
-        WHERE s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH})
+    FROM (SELECT m.last_seen_at FROM {SCHEMA}.telemetry_endpointmonth m
+          JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
+          WHERE m.month = %(month)s AND {LICENSED_ALL_MONTH}
+          UNION ALL  -- T5, L4: a seat held for part of the month: the days it was held (PROTECTED_DAYS_PART)
+          SELECT max(d.last_seen_at) FROM {SCHEMA}.telemetry_endpointday d
+          JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = d.endpoint_id
+          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND NOT {LICENSED_ALL_MONTH} AND {LICENSED_ON_DAY}
+          GROUP BY d.endpoint_id) AS m
 )
 SELECT %(company)s::bigint, %(month)s::date, tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier)"""
 
@@ -280,9 +311,15 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
     endpoint_months = " UNION ALL ".join(_part(ENDPOINT_MONTHS_PART, c.schema_name, company=c.pk) for c in companies)
     mailboxes = " UNION ALL ".join(_part(MAILBOXES_PART, c.schema_name, company=c.pk) for c in companies
                                    if mailbox_items & set(terms_of[c.pk])) or NO_MAILBOXES
-    params = {"month": month, "start": start, "end": end, "companies": [c.pk for c in companies],
+    params = {"month": month, "start": start, "end": end, "start_day": start.date(), "end_day": end.date(),
+              "companies": [c.pk for c in companies],
               "sve": ["sve" in terms_of[c.pk] for c in companies],
               "cp": ["container_protection" in terms_of[c.pk] for c in companies]}
+    with connection.cursor() as cursor:
+        cursor.execute(PART_MONTH_SEATS_SQL, params)
+        part_month = {row[0] for row in cursor.fetchall()}
+    protected_days = " UNION ALL ".join(_part(PROTECTED_DAYS_PART, c.schema_name, company=c.pk) for c in companies
+                                        if c.pk in part_month) or NO_PROTECTED_DAYS
     retention_parts = []
     for company in companies:
         enabled = terms_of[company.pk]
@@ -292,12 +329,13 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
             if spans:
                 retention_parts.append(_compose(_part(RETENTION_PART, company.schema_name), {
                     "company": company.pk, "month": month, "start": start, "end": end,
+                    "start_day": start.date(), "end_day": end.date(),
                     "keys": [s[0] for s in spans], "ranks": [s[1] for s in spans],
                     "enabled": [s[2] for s in spans], "disabled": [s[3] for s in spans]}))
     tiers: dict[int, dict[str, int]] = defaultdict(dict)
     with connection.cursor() as cursor:
-        cursor.execute(FIGURES_SQL.replace("{endpoint_months}", endpoint_months).replace("{mailboxes}", mailboxes),
-                       params)
+        cursor.execute(FIGURES_SQL.replace("{endpoint_months}", endpoint_months).replace("{mailboxes}", mailboxes)
+                       .replace("{protected_days}", protected_days), params)
         raws = {row[0]: dict(zip(FIGURE_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
         if retention_parts:
             cursor.execute(" UNION ALL ".join(retention_parts))

@@ -76,12 +76,15 @@ def _suspended_and_back(platform):
 
 
 def test_U1_H4_a_seat_held_before_a_suspension_counts_only_in_the_months_it_covered(platform):
-    """A's endpoint held a seat in November (1-10), so November counts it; in December it is in
-    trial and is not licensed."""
+    """A's endpoint held a seat in November (1-10) and reported then, so November counts it; in December
+    it is in trial and is not licensed. Reporting in November only after the seat was gone (the 25th, in
+    trial) does not count it (T5, L4: tests/usage/test_seat_spells.py)."""
     _partner, a, endpoint = _suspended_and_back(platform)
     endpoint.beat(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     endpoint.beat(dt.datetime(2026, 12, 3, tzinfo=dt.UTC))
     december = dt.date(2026, 12, 1)
+    assert usage(a).licensed_endpoints == 0  # active in November only while in trial
+    endpoint.beat(dt.datetime(2026, 11, 6, tzinfo=dt.UTC))
     assert usage(a).licensed_endpoints == 1
     assert (usage(a, december).active_endpoints, usage(a, december).licensed_endpoints) == (1, 0)
 
@@ -102,7 +105,7 @@ def test_U1_L4_T7_an_endpoint_that_takes_a_seat_again_counts_in_each_month_it_he
     reservation_set(actor=None, company=partner, seats=2)
     with freeze_time("2027-01-05 09:00:00"):
         assert seat_assign(company=a, endpoint_id=endpoint.id).state == SeatState.LICENSED  # the retake
-    for day in (dt.datetime(2026, 10, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 25, tzinfo=dt.UTC),
+    for day in (dt.datetime(2026, 10, 20, tzinfo=dt.UTC), dt.datetime(2026, 11, 6, tzinfo=dt.UTC),
                 dt.datetime(2026, 12, 15, tzinfo=dt.UTC), dt.datetime(2027, 1, 6, tzinfo=dt.UTC)):
         endpoint.beat(day)
     months = [dt.date(2026, 10, 1), NOV, dt.date(2026, 12, 1), dt.date(2027, 1, 1)]
