@@ -18,7 +18,7 @@ from django.db import connection
 
 from companies.models import Company, User
 from licensing.seats import licensed_during_sql, licensed_in_period_sql, licensed_whole_period_sql
-from usage.models import ANCESTORS_SQL, month_rows_below
+from usage.models import ANCESTORS_SQL, month_rows_below, month_rows_in_view
 from usage.modules import MODULE_BITS, XDR_SENSOR_BITS
 from usage.rollups import GATED, month_bounds
 from usage.selectors import NOT_ENABLED, usage_totals
@@ -231,6 +231,7 @@ def report_company_rows(*, scope: ReportScope) -> Iterator[dict]:
         FROM usage_companymonthusage u
         CROSS JOIN LATERAL unnest({ANCESTORS_SQL.format("u.lineage")}) AS a(id)
         WHERE u.month = %(month)s AND {month_rows_below("%(target)s")} {product}
+          AND {month_rows_in_view(target="%(target)s", viewer="%(v_id)s", prefix="%(prefix)s")}
           AND a.id IN (SELECT id FROM scope)
         GROUP BY a.id
     )

@@ -19,6 +19,18 @@ def month_rows_below(*ids: str) -> str:
     return f"{ANCESTORS_SQL.format('u.lineage')} @> ARRAY[{', '.join(ids)}]::bigint[]"
 
 
+def month_rows_in_view(*, target: str, viewer: str, prefix: str) -> str:
+    """SQL: usage row `u`, of the target's subtree in its month, may be read by the viewer (placeholders or
+    SQL expressions; viewer NULL: no one's view). The target's own users, and a partner that was above the
+    row in its month, read it as it was billed; a partner above the target now reads only the rows of
+    companies below the target now (`prefix`: the target's lineage and '%'), so a company that has since
+    left the subtree cannot be worked out from the target's figures (C6, H5). usage.selectors.rows_in_view
+    is the same rule for querysets."""
+    below_now = f"EXISTS (SELECT 1 FROM companies_company n WHERE n.id = u.company_id AND n.lineage LIKE {prefix})"  # noqa: S608
+    above_then = month_rows_below(viewer)
+    return f"({viewer}::bigint IS NULL OR {viewer}::bigint = {target}::bigint OR {above_then} OR {below_now})"
+
+
 class LineageField(models.CharField):
     """A company's place in the tree for a usage row's month (H5): `lineage__names=<company id>`
     keeps the rows that were in that company's subtree."""

@@ -17,7 +17,7 @@ from django.utils import timezone
 from companies.models import Company, CompanyType
 from licensing.models import SeatAssignment, SeatState
 
-from .models import ANCESTORS_SQL, CompanyMonthUsage, month_rows_below
+from .models import ANCESTORS_SQL, CompanyMonthUsage, month_rows_below, month_rows_in_view
 from .rollups import GATED, RETENTION_DELTA, month_start
 from .selectors import NOT_ENABLED, month_closed_at, months_closed_at, rows_in_view, usage_totals
 
@@ -53,8 +53,7 @@ SELECT t.key, sum(t.value::int)
 FROM usage_companymonthusage u, jsonb_each_text(u.data_retention) AS t(key, value)
 WHERE u.month = %(month)s AND (u.company_id = %(company)s OR %(subtree)s AND {month_rows_below("%(company)s")})
   AND (%(product_type)s = '' OR u.product_type = %(product_type)s)
-  AND (%(below_now)s = '' OR EXISTS (SELECT 1 FROM companies_company n WHERE n.id = u.company_id
-                                     AND n.lineage LIKE %(below_now)s))
+  AND {month_rows_in_view(target="%(company)s", viewer="%(viewer)s", prefix="%(prefix)s")}
 GROUP BY t.key ORDER BY t.key
 """  # noqa: S608 - our own constants
 
@@ -88,10 +87,10 @@ def usage_months(*, company: Company, subtree: bool = True, limit: int = HISTORY
 
 def _retention(*, company: Company, month: dt.date, subtree: bool, product_type: str,
                viewer: Company | None) -> dict[str, int]:
-    below_now = company.lineage + "%" if subtree and viewer is not None and viewer.pk != company.pk else ""
     with connection.cursor() as cursor:
         cursor.execute(RETENTION_SQL, {"month": month, "company": company.pk, "subtree": subtree,
-                                       "product_type": product_type, "below_now": below_now})
+                                       "product_type": product_type, "viewer": viewer.pk if viewer else None,
+                                       "prefix": company.lineage + "%"})
         return {key: int(total) for key, total in cursor.fetchall()}
 
 
@@ -189,8 +188,7 @@ WITH below AS (
     FROM usage_companymonthusage u
     CROSS JOIN LATERAL unnest({ANCESTORS_SQL.format("u.lineage")}) AS a(id)
     WHERE u.month = %(month)s AND {month_rows_below("%(parent)s")}
-      AND (%(below_now)s = '' OR EXISTS (SELECT 1 FROM companies_company n WHERE n.id = u.company_id
-                                         AND n.lineage LIKE %(below_now)s))
+      AND {month_rows_in_view(target="%(parent)s", viewer="%(viewer)s", prefix="%(prefix)s")}
     GROUP BY a.id
 )
 SELECT c.id, c.name, c.type, COALESCE(b.licensed, 0), COALESCE(b.usage, 0)
@@ -223,9 +221,8 @@ def usage_children(*, company: Company, month: dt.date, limit: int | None = None
     """The companies directly below `company`, each with its subtree's licensed endpoints and endpoint
     usage for the month (U13, "only direct companies"), as `viewer` may read them (rows_in_view: from
     above, only companies below `company` now). One query."""
-    below_now = company.lineage + "%" if viewer is not None and viewer.pk != company.pk else ""
     with connection.cursor() as cursor:
-        cursor.execute(CHILDREN_SQL, {"month": month, "parent": company.pk, "below_now": below_now,
-                                      "limit": limit or CHILDREN_LIMIT})
+        cursor.execute(CHILDREN_SQL, {"month": month, "parent": company.pk, "viewer": viewer.pk if viewer else None,
+                                      "prefix": company.lineage + "%", "limit": limit or CHILDREN_LIMIT})
         return [{"id": pk, "name": name, "type": type_, "licensed_endpoints": licensed, "endpoint_usage": usage}
                 for pk, name, type_, licensed, usage in cursor.fetchall()]

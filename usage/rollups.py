@@ -215,11 +215,12 @@ charged AS (
             ORDER BY t.rank DESC LIMIT 1) AS tier
     FROM (SELECT m.last_seen_at FROM {SCHEMA}.telemetry_endpointmonth m
           JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
-          WHERE m.month = %(month)s AND {LICENSED_ALL_MONTH}
+          WHERE m.month = %(month)s AND {LICENSED_IN_MONTH} AND {LICENSED_ALL_MONTH}
           UNION ALL  -- T5, L4: a seat held for part of the month: the days it was held (PROTECTED_DAYS_PART)
           SELECT max(d.last_seen_at) FROM {SCHEMA}.telemetry_endpointday d
           JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = d.endpoint_id
-          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND NOT {LICENSED_ALL_MONTH} AND {LICENSED_ON_DAY}
+          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND {LICENSED_IN_MONTH} AND NOT {LICENSED_ALL_MONTH}
+            AND {LICENSED_ON_DAY}
           GROUP BY d.endpoint_id) AS m
 )
 SELECT %(company)s::bigint, %(month)s::date, tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier)"""

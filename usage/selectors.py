@@ -31,15 +31,17 @@ def usage_after_move(company: Company, old_parent: Company) -> None:
 
 def rows_in_view(rows, *, company: Company, subtree: bool, viewer: Company | None = None):
     """`rows` (company-month rows or late adjustments) of the company, or with `subtree` of every company
-    that was below it in their month (H5), as `viewer` may read them (C6). The company's own users
-    read its whole subtree of the time; a partner above it reads only the companies below it now: a
-    company that has since moved elsewhere was never the viewer's, and its figures could otherwise be
-    worked out by subtracting the rows listed from the total. `viewer` None: no one's view (internal)."""
+    that was below it in their month (H5), as `viewer` may read them (C6). The company's own users, and
+    a partner that was above a row in its month, read it as it was billed; otherwise a partner above the
+    company now reads only the rows of companies below it now: a company that has since moved elsewhere
+    was never the viewer's, and its figures could otherwise be worked out by subtracting the rows listed
+    from the total. `viewer` None: no one's view (internal). usage.models.month_rows_in_view is the same
+    rule in SQL."""
     if not subtree:
         return rows.filter(company=company)
     rows = rows.filter(lineage__names=company.pk)
     if viewer is not None and viewer.pk != company.pk:
-        rows = rows.filter(company__lineage__startswith=company.lineage)
+        rows = rows.filter(Q(lineage__names=viewer.pk) | Q(company__lineage__startswith=company.lineage))
     return rows
 
 

@@ -190,5 +190,34 @@ def test_C6_H5_a_new_partner_cannot_work_out_a_company_that_left_the_moved_subtr
         HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{secret}:".encode()).decode())
     assert rpc.json()["result"]["endpointMonthlyUsage"] == 1
 
+    rows = {row["company_name"]: row["endpoint_usage"] for row in report.rows}
+    assert rows == {"C": 1, "Kept": 1}  # the report's rows too, not only its total
+
     client.force_login(make_user(company=reseller))  # C's own users: October as C billed it
     assert client.get(f"/api/v1/companies/{reseller.pk}/usage/2026-10").json()["figures"]["endpoint_usage"] == 3
+
+
+def test_C6_H5_a_partner_that_billed_the_month_reads_it_as_billed_after_a_move_inside_it(platform, client):
+    """North billed reseller C (Gone 2 + Kept 1) for October; Gone then moved up to North itself. North
+    was above all of it in October: C's page, REST, report and PSA count all read 3."""
+    from usage.month_selectors import usage_children
+
+    north = make_partner(parent=platform, name="North")
+    reseller = make_partner(parent=north, name="C")
+    gone, kept = make_company(parent=reseller, name="Gone"), make_company(parent=reseller, name="Kept")
+    for company, endpoints in ((gone, 2), (kept, 1)):
+        for _ in range(endpoints):
+            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
+        usage_company_rollup(company_id=company.pk, months=[OCT])
+    usage_company_rollup(company_id=reseller.pk, months=[OCT])
+    usage_month_close(month=OCT)
+    company_move(actor=None, company=gone, new_parent=north)
+    reseller.refresh_from_db()
+    admin = make_user(company=north)
+    children = {c["name"]: c["endpoint_usage"] for c in usage_children(company=north, month=OCT, viewer=north)}
+    psa = active_endpoint_counts(company_ids=[reseller.pk], month=OCT)[reseller.pk]
+    client.force_login(admin)
+    rest = client.get(f"/api/v1/companies/{reseller.pk}/usage/2026-10").json()["figures"]["endpoint_usage"]
+    report = report_build(actor=admin, company=reseller, month=OCT)
+    assert rest == children["C"] == psa == report.totals["figures"]["endpoint_usage"] == 3
+    assert {r["company_name"]: r["endpoint_usage"] for r in report.rows}["C"] == 3

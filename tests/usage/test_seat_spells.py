@@ -122,3 +122,15 @@ def test_T5_U3_modules_count_from_the_days_the_seat_was_held_and_the_report_agre
     assert details[str(endpoint.id)]["licensed"] == "Yes"
     assert details[str(endpoint.id)]["m_edr"] == "No"  # what it ran while it held the seat
     assert details[str(endpoint.id)]["uptime_seconds"] == 600  # the 3rd's heartbeat, not the 15th's 7,200 s
+
+
+def test_U8_U1_data_retention_charges_only_the_month_s_licensed_endpoints(platform):
+    """Registered with a seat on 2 December, with a heartbeat dated 30 November (a wrong clock, an
+    import): November does not count it, so Data Retention does not charge it either."""
+    with freeze_time("2026-10-20 09:00:00"):
+        company = company_with(platform, "endpoint_security", "a_la_carte", "data_retention", "retention_90d")
+    with freeze_time("2026-12-02 09:00:00"):
+        endpoint = Machine(company)
+    endpoint.beat(on(30))
+    row = usage(company)
+    assert (row.active_endpoints, row.licensed_endpoints, row.data_retention) == (1, 0, {})
