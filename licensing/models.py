@@ -6,6 +6,13 @@ from django.utils import timezone
 
 from companies.models import Company
 
+
+class TimeSpansField(models.Field):
+    """A PostgreSQL tstzmultirange, kept opaque in Python (read and written in SQL)."""
+
+    def db_type(self, connection):
+        return "tstzmultirange"
+
 # Seat numbers are stored in PostgreSQL integer columns: anything larger is a field error (X2), not a 500
 MAX_SEATS = 2**31 - 1
 
@@ -186,9 +193,13 @@ class SeatAssignment(models.Model):
     licensed_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
     # U1 across a suspension: the seat the endpoint held before its company was suspended and
-    # reactivated (several such spells are kept as one span from the first start to the last end)
+    # reactivated (several such spells are kept as one span from the first start to the last end;
+    # counting reads `licensed_spells`, which keeps them apart)
     previously_licensed_from = models.DateTimeField(null=True, blank=True)
     previously_licensed_until = models.DateTimeField(null=True, blank=True)
+    # T5, L4, U1: every seat the endpoint held before its current one, each [from, until], apart (a
+    # suspension between two of them is not a seat). Written and read in SQL only (licensing.seats).
+    licensed_spells = TimeSpansField(null=True, blank=True, editable=False)
     # H4: expired by its company's suspension (or registered during it); reactivation revives these
     # and no trial that had run out before. Kept on the seat row, which the suspension hooks lock
     # anyway, so they lock no licence row (a reservation takes licence, then company: L5)

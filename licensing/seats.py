@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Case, F, Q, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -93,10 +94,10 @@ def _lock_pools(*pool_ids: int) -> dict[int, SeatPool]:
 
 def licensed_in_period_sql(*, seat: str, start: str, end: str) -> str:
     """SQL: the seat row `seat` held a licensed seat at some time in [start, end) (U1): its current
-    spell, or the one it held before a suspension. `start`/`end` are the query's placeholders."""
+    spell, or one it held before a suspension. `start`/`end` are the query's placeholders."""
     return (f"(({seat}.licensed_at IS NOT NULL AND {seat}.licensed_at < {end} "
             f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at >= {start})) "
-            f"OR ({seat}.previously_licensed_from < {end} AND {seat}.previously_licensed_until >= {start}))")
+            f"OR COALESCE({seat}.licensed_spells && tstzrange({start}, {end}), false))")
 
 
 def _spell_start(seat: str, column: str) -> str:
@@ -111,8 +112,7 @@ def licensed_whole_period_sql(*, seat: str, start: str, end: str) -> str:
     current or the one before a suspension); never NULL."""
     return (f"COALESCE(({seat}.licensed_at IS NOT NULL AND {_spell_start(seat, 'licensed_at')} <= {start} "
             f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at >= {end})) "
-            f"OR ({_spell_start(seat, 'previously_licensed_from')} <= {start} "
-            f"AND {seat}.previously_licensed_until >= {end}), false)")
+            f"OR {seat}.licensed_spells @> tstzrange({start}, {end}), false)")
 
 
 def licensed_during_sql(*, seat: str, first: str, last: str) -> str:
@@ -121,8 +121,12 @@ def licensed_during_sql(*, seat: str, first: str, last: str) -> str:
     seat, not while it was in trial or expired."""
     return (f"(({seat}.licensed_at IS NOT NULL AND {_spell_start(seat, 'licensed_at')} <= {last} "
             f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at > {first})) "
-            f"OR ({_spell_start(seat, 'previously_licensed_from')} <= {last} "
-            f"AND {seat}.previously_licensed_until > {first}))")
+            f"OR COALESCE({seat}.licensed_spells && tstzrange({first}, {last}, '[]'), false))")
+
+
+# the seat an endpoint is losing, [from, until], with _spell_start's reading of when it began
+HELD_SPELL = ("tstzmultirange(tstzrange(CASE WHEN licensed_at <= first_seen_at THEN '-infinity'::timestamptz "
+              "ELSE licensed_at END, expired_at, '[]'))")
 
 
 # --- assignment --------------------------------------------------------------------------------------
@@ -214,11 +218,17 @@ def _reserving_company_locked(company: Company) -> Company:
             return fresh
 
 
+KEEP_SPELL_SQL = (f"CASE WHEN licensed_at IS NOT NULL AND expired_at IS NOT NULL THEN "
+                  f"COALESCE(licensed_spells, '{{}}'::tstzmultirange) + {HELD_SPELL} ELSE licensed_spells END")
+
+
 def _keep_previous_spell() -> dict:
     """UPDATE values that move a seat the endpoint held (licensed_at..expired_at) into its previous
     spell before it is given a new one (U1: the months of the old seat still count it)."""
     held_a_seat = Q(licensed_at__isnull=False)
     return {
+        # each spell apart: a suspension between two seats is not a seat (T5)
+        "licensed_spells": RawSQL(KEEP_SPELL_SQL, []),  # noqa: S611 - constants only
         "previously_licensed_from": Case(When(held_a_seat, then=Coalesce("previously_licensed_from", "licensed_at")),
                                          default=F("previously_licensed_from")),
         "previously_licensed_until": Case(When(held_a_seat, then=F("expired_at")),

@@ -25,7 +25,7 @@ from usage.selectors import NOT_ENABLED, usage_totals
 
 CHUNK = 200  # company schemas per UNION ALL statement
 FETCH = 2000  # rows per round trip from the server-side cursor
-LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%s", end="%s")  # end, start, end, start
+LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%s", end="%s")  # end, start, start, end
 LICENSED_ALL_MONTH = licensed_whole_period_sql(seat="s", start="%s", end="%s")  # start, end, start, end
 LICENSED_ON_DAY = licensed_during_sql(seat="h", first="d.first_seen_at", last="d.last_seen_at")
 HELD_ACTIVITY = ", ".join(f"CASE WHEN p.endpoint_id IS NULL THEN m.{c} ELSE p.{c} END AS {c}"
@@ -329,7 +329,7 @@ def _endpoint_union(chunk: list[ScopeCompany], month: dt.date) -> tuple[str, lis
             f"AND {LICENSED_ON_DAY} GROUP BY d.endpoint_id) p ON true "
             "WHERE m.month = %s")
         params += [member.id, member.name, member.lineage, list(member.enabled), member.product_type,
-                   start, end, start, end, member.id, end, start, end, start, start.date(), end.date(), month]
+                   start, end, start, end, member.id, end, start, start, end, start.date(), end.date(), month]
     return " UNION ALL ".join(parts), params
 
 

@@ -134,3 +134,33 @@ def test_U8_U1_data_retention_charges_only_the_month_s_licensed_endpoints(platfo
     endpoint.beat(on(30))
     row = usage(company)
     assert (row.active_endpoints, row.licensed_endpoints, row.data_retention) == (1, 0, {})
+
+
+def _status(company, status, when):
+    with freeze_time(when):
+        company_set_status(actor=None, company=company, status=status)
+
+
+def test_T5_U7_two_suspensions_in_a_month_bill_neither(platform):
+    """Licensed since October; suspended 5-10 and 15-20 November: the desktop's uptime while suspended is
+    billed in neither gap (each seat spell is kept apart; one span over both billed the first gap)."""
+    with freeze_time("2026-10-20 09:00:00"):
+        company = company_with(platform, *ALL)
+        desktop = Machine(company, machine_type="virtual")
+    desktop.beat(on(3), scan="central", uptime=3600)
+    _status(company, CompanyStatus.SUSPENDED, "2026-11-05 00:00:00")
+    for day in range(6, 10):
+        desktop.beat(on(day), scan="central", uptime=86_400, modules=["antimalware", "edr"])
+    _status(company, CompanyStatus.ACTIVE, "2026-11-10 00:00:00")
+    desktop.beat(on(12), scan="central", uptime=3600)
+    _status(company, CompanyStatus.SUSPENDED, "2026-11-15 00:00:00")
+    for day in range(16, 20):
+        desktop.beat(on(day), scan="central", uptime=86_400)
+    _status(company, CompanyStatus.ACTIVE, "2026-11-20 00:00:00")
+    desktop.beat(on(22), scan="central", uptime=3600)
+    row = usage(company)
+    assert (row.licensed_endpoints, row.sve_vdi_hours, row.edr) == (1, 3, 0)
+    october = dt.date(2026, 10, 1)
+    desktop.beat(dt.datetime(2026, 10, 25, 12, tzinfo=dt.UTC))
+    usage_company_rollup(company_id=company.pk, months=[october])
+    assert CompanyMonthUsage.objects.get(company=company, month=october).licensed_endpoints == 1
