@@ -403,9 +403,12 @@ def report_chart_series(*, scope: ReportScope, figures: dict) -> list:
         parts, params = [], []
         for member in chunk:
             schema = connection.ops.quote_name(member.schema_name)
+            # T5, L4: the days an endpoint held a seat, as the figures count them
             parts.append("SELECT d.day, d.modules, d.machine_type, d.used_central_scan, %s::text[] AS enabled "  # noqa: S608 - quoted names, parameters
-                         f"FROM {schema}.telemetry_endpointday d WHERE d.day >= %s AND d.day < %s")
-            params += [list(member.enabled), start.date(), end.date()]
+                         f"FROM {schema}.telemetry_endpointday d WHERE d.day >= %s AND d.day < %s "
+                         "AND EXISTS (SELECT 1 FROM public.licensing_seatassignment h "
+                         f"WHERE h.company_id = %s AND h.endpoint_id = d.endpoint_id AND {LICENSED_ON_DAY})")
+            params += [list(member.enabled), start.date(), end.date(), member.id]
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT x.day, {columns} FROM ({' UNION ALL '.join(parts)}) x GROUP BY x.day", params)  # noqa: S608 - quoted names, parameters
             for day, *values in cursor.fetchall():

@@ -122,6 +122,8 @@ def test_T5_U3_modules_count_from_the_days_the_seat_was_held_and_the_report_agre
     assert details[str(endpoint.id)]["licensed"] == "Yes"
     assert details[str(endpoint.id)]["m_edr"] == "No"  # what it ran while it held the seat
     assert details[str(endpoint.id)]["uptime_seconds"] == 600  # the 3rd's heartbeat, not the 15th's 7,200 s
+    edr_days = {day.day: n for day, n in next(c for c in report.chart if c.key == "edr").points if n}
+    assert edr_days == {3: 1}  # the chart counts the same days: not the 15th, after the expiry
 
 
 def test_U8_U1_data_retention_charges_only_the_month_s_licensed_endpoints(platform):
