@@ -150,6 +150,21 @@ def test_H5_U12_an_ended_month_not_closed_yet_stays_with_the_partner_it_ended_wi
     assert (usage_of(north, OCT), usage_of(south, OCT)) == (2, 0)
 
 
+def _reseller_whose_customer_moved_up(north):
+    """North's reseller C billed Gone (2 endpoints) and Kept (1) in October, which is closed; then Gone
+    moved up to North itself. Returns C."""
+    reseller = make_partner(parent=north, name="C")
+    gone, kept = make_company(parent=reseller, name="Gone"), make_company(parent=reseller, name="Kept")
+    for company, endpoints in ((gone, 2), (kept, 1)):
+        for _ in range(endpoints):
+            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
+        usage_company_rollup(company_id=company.pk, months=[OCT])
+    usage_company_rollup(company_id=reseller.pk, months=[OCT])
+    usage_month_close(month=OCT)
+    company_move(actor=None, company=gone, new_parent=north)
+    return reseller
+
+
 def test_C6_H5_a_new_partner_cannot_work_out_a_company_that_left_the_moved_subtree(platform, client):
     """C was North's reseller with customers Gone (2 endpoints) and Kept (1) in October. Gone moves up to
     North, then C moves to South. South reads C's October only as far as the companies below C now:
@@ -161,15 +176,7 @@ def test_C6_H5_a_new_partner_cannot_work_out_a_company_that_left_the_moved_subtr
     from companies.services import api_key_create
 
     north, south = make_partner(parent=platform, name="North"), make_partner(parent=platform, name="South")
-    reseller = make_partner(parent=north, name="C")
-    gone, kept = make_company(parent=reseller, name="Gone"), make_company(parent=reseller, name="Kept")
-    for company, endpoints in ((gone, 2), (kept, 1)):
-        for _ in range(endpoints):
-            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
-        usage_company_rollup(company_id=company.pk, months=[OCT])
-    usage_company_rollup(company_id=reseller.pk, months=[OCT])
-    usage_month_close(month=OCT)
-    company_move(actor=None, company=gone, new_parent=north)
+    reseller = _reseller_whose_customer_moved_up(north)
     company_move(actor=None, company=reseller, new_parent=south)
     reseller.refresh_from_db()
 
@@ -203,15 +210,7 @@ def test_C6_H5_a_partner_that_billed_the_month_reads_it_as_billed_after_a_move_i
     from usage.month_selectors import usage_children
 
     north = make_partner(parent=platform, name="North")
-    reseller = make_partner(parent=north, name="C")
-    gone, kept = make_company(parent=reseller, name="Gone"), make_company(parent=reseller, name="Kept")
-    for company, endpoints in ((gone, 2), (kept, 1)):
-        for _ in range(endpoints):
-            Machine(company, now=at(OCT, 1)).beat(at(OCT, 10))
-        usage_company_rollup(company_id=company.pk, months=[OCT])
-    usage_company_rollup(company_id=reseller.pk, months=[OCT])
-    usage_month_close(month=OCT)
-    company_move(actor=None, company=gone, new_parent=north)
+    reseller = _reseller_whose_customer_moved_up(north)
     reseller.refresh_from_db()
     admin = make_user(company=north)
     children = {c["name"]: c["endpoint_usage"] for c in usage_children(company=north, month=OCT, viewer=north)}
