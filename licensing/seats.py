@@ -95,7 +95,7 @@ def _lock_pools(*pool_ids: int) -> dict[int, SeatPool]:
 def licensed_in_period_sql(*, seat: str, start: str, end: str) -> str:
     """SQL: the seat row `seat` held a licensed seat at some time in [start, end) (U1): its current
     spell, or one it held before a suspension. `start`/`end` are the query's placeholders."""
-    return (f"(({seat}.licensed_at IS NOT NULL AND {seat}.licensed_at < {end} "
+    return (f"(({seat}.licensed_at IS NOT NULL AND {_spell_start(seat, 'licensed_at')} < {end} "
             f"AND ({seat}.expired_at IS NULL OR {seat}.expired_at >= {start})) "
             f"OR COALESCE({seat}.licensed_spells && tstzrange({start}, {end}), false))")
 
@@ -126,7 +126,7 @@ def licensed_during_sql(*, seat: str, first: str, last: str) -> str:
 
 # the seat an endpoint is losing, [from, until], with _spell_start's reading of when it began
 HELD_SPELL = ("tstzmultirange(tstzrange(CASE WHEN licensed_at <= first_seen_at THEN '-infinity'::timestamptz "
-              "ELSE licensed_at END, expired_at, '[]'))")
+              "ELSE LEAST(licensed_at, expired_at) END, expired_at, '[]'))")  # two clocks may disagree by a second
 
 
 # --- assignment --------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ BACKFILL = """
 UPDATE licensing_seatassignment
 SET licensed_spells = tstzmultirange(tstzrange(
         CASE WHEN previously_licensed_from <= first_seen_at THEN '-infinity'::timestamptz
-             ELSE previously_licensed_from END,
+             ELSE LEAST(previously_licensed_from, previously_licensed_until) END,
         previously_licensed_until, '[]'))
 WHERE previously_licensed_from IS NOT NULL AND previously_licensed_until IS NOT NULL
 """

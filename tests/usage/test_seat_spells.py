@@ -128,14 +128,15 @@ def test_T5_U3_modules_count_from_the_days_the_seat_was_held_and_the_report_agre
 
 def test_U8_U1_data_retention_charges_only_the_month_s_licensed_endpoints(platform):
     """Registered with a seat on 2 December, with a heartbeat dated 30 November (a wrong clock, an
-    import): November does not count it, so Data Retention does not charge it either."""
+    import): Data Retention charges it exactly when November's licensed endpoints count it (a seat taken
+    at registration covers what was dated before it); it charged it while they did not."""
     with freeze_time("2026-10-20 09:00:00"):
         company = company_with(platform, "endpoint_security", "a_la_carte", "data_retention", "retention_90d")
     with freeze_time("2026-12-02 09:00:00"):
         endpoint = Machine(company)
     endpoint.beat(on(30))
     row = usage(company)
-    assert (row.active_endpoints, row.licensed_endpoints, row.data_retention) == (1, 0, {})
+    assert (row.active_endpoints, row.licensed_endpoints, row.data_retention) == (1, 1, {"retention_90d": 1})
 
 
 def _status(company, status, when):
@@ -166,3 +167,37 @@ def test_T5_U7_two_suspensions_in_a_month_bill_neither(platform):
     desktop.beat(dt.datetime(2026, 10, 25, 12, tzinfo=dt.UTC))
     usage_company_rollup(company_id=company.pk, months=[october])
     assert CompanyMonthUsage.objects.get(company=company, month=october).licensed_endpoints == 1
+
+
+def test_U1_a_seat_taken_at_registration_counts_the_same_before_and_after_a_suspension(platform):
+    """Licensed at registration on 10 November with a heartbeat dated 20 October (a wrong clock, an
+    import): a seat taken at registration covers what was dated before it, in its current spell and once
+    it is kept as an earlier spell after a suspension alike (October read 0, then 1 after the revival)."""
+    oct_ = dt.date(2026, 10, 1)
+    with freeze_time("2026-09-20 12:00:00"):
+        company = company_with(platform, "endpoint_security", "a_la_carte")
+    with freeze_time("2026-11-10 12:00:00"):
+        endpoint = Machine(company)
+    endpoint.beat(dt.datetime(2026, 10, 20, 12, tzinfo=dt.UTC))
+    endpoint.beat(on(10))
+    usage_company_rollup(company_id=company.pk, months=[oct_, NOV])
+    before = CompanyMonthUsage.objects.get(company=company, month=oct_).licensed_endpoints
+    _status(company, CompanyStatus.SUSPENDED, "2026-11-20 12:00:00")
+    _status(company, CompanyStatus.ACTIVE, "2026-11-25 12:00:00")
+    usage_company_rollup(company_id=company.pk, months=[oct_])
+    assert before == CompanyMonthUsage.objects.get(company=company, month=oct_).licensed_endpoints == 1
+
+
+def test_H4_a_revival_survives_clocks_that_disagree_by_a_minute(platform):
+    """The promotion (a worker) stamped 12:01, the suspension (the web) 12:00: the seat kept as an earlier
+    spell must not make the reactivation fail."""
+    with freeze_time("2026-11-01 09:00:00"):
+        company = company_with(platform, "endpoint_security", "a_la_carte")
+        reservation_set(actor=None, company=company, seats=0)
+        Machine(company)  # trial
+    with freeze_time("2026-11-10 12:01:00"):
+        reservation_set(actor=None, company=company, seats=1)
+        seats_promote_all()
+    _status(company, CompanyStatus.SUSPENDED, "2026-11-10 12:00:00")
+    _status(company, CompanyStatus.ACTIVE, "2026-11-25 12:00:00")
+    assert SeatAssignment.objects.get(company=company).state == "licensed"
