@@ -28,7 +28,7 @@ from licensing.models import SeatState
 from licensing.seats import SeatInfo, seat_assign, seat_state
 
 from .locks import ingest_lock_key
-from .models import LATE_WINDOW, AgentCredential, InstallToken, late_horizon
+from .models import LATE_WINDOW, AgentCredential, InstallToken, heartbeats_earliest, late_horizon
 from .modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
 from .telemetry.models import MachineType, OsFamily, OsType
 
@@ -249,8 +249,9 @@ def _observed_at(value: Any, earliest: dt.datetime, latest: dt.datetime) -> tupl
     if when < earliest:
         return None, (f"observed_at: {when.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} is before the earliest time "
                       f"accepted now, {earliest.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} (the earlier of "
-                      f"{LATE_WINDOW.days} days ago and the start of the previous month); older data is refused "
-                      "because the raw records that recognise a resend are purged by then.")
+                      f"{LATE_WINDOW.days} days ago and the start of the previous month, or where raw records "
+                      "were last purged); older data is refused because the raw records that recognise a resend "
+                      "are purged by then.")
     return when.astimezone(dt.UTC), ""
 
 
@@ -320,7 +321,7 @@ def heartbeats_validate(*, endpoint_id: uuid.UUID, items: list, now: dt.datetime
         raise BatchTooLarge(f"heartbeats: at most {MAX_HEARTBEATS_PER_REQUEST} heartbeats per request, this one "
                             f"has {len(items)}; send them in smaller batches.")
     result = IngestResult()
-    earliest, latest = late_horizon(now), now + MAX_CLOCK_AHEAD
+    earliest, latest = heartbeats_earliest(now), now + MAX_CLOCK_AHEAD
     endpoint = str(endpoint_id)
     rows: dict[str, tuple] = {}
     for index, item in enumerate(items):

@@ -64,6 +64,25 @@ def late_horizon(now: dt.datetime) -> dt.datetime:
     return min(now - LATE_WINDOW, dt.datetime.combine(previous, dt.time(), tzinfo=dt.UTC))
 
 
+class HeartbeatPurge(models.Model):
+    """T4: the horizon below which raw heartbeats may have been purged, the highest any purge has used
+    (one row). The agent API refuses what is older than it as well as what is older than the late
+    horizon: a purge that once used a later horizon (an older rule, a clock) must not let a resend of what
+    it removed be stored and counted again."""
+
+    purged_below = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"Heartbeats purged below {self.purged_below:%Y-%m-%d %H:%M}"
+
+
+def heartbeats_earliest(now: dt.datetime) -> dt.datetime:
+    """The earliest observed_at a heartbeat may have to be stored: the late horizon, or the highest purge
+    horizon used so far when that is later. One primary-key read."""
+    purged = HeartbeatPurge.objects.filter(pk=1).values_list("purged_below", flat=True).first()
+    return max(late_horizon(now), purged) if purged else late_horizon(now)
+
+
 class InstallToken(models.Model):
     """T1: the token an install package carries; it names the company the agent registers into."""
 

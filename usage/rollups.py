@@ -649,6 +649,11 @@ def heartbeats_purge(*, now: dt.datetime) -> int:
     resend of a purged heartbeat can never be counted again)."""
     open_month = dt.datetime.combine(month_start(now), dt.time(), tzinfo=dt.UTC)
     late_cutoff = late_horizon(now)
+    # recorded (and committed) before anything is removed: from now on the API refuses what this removes
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO usage_heartbeatpurge AS h (id, purged_below) VALUES (1, %s) ON CONFLICT (id) "
+                       "DO UPDATE SET purged_below = GREATEST(h.purged_below, EXCLUDED.purged_below)",
+                       [min(open_month, late_cutoff)])
     removed = 0
     for company in Company.objects.all():
         with tenant_context(company), connection.cursor() as cursor:

@@ -85,3 +85,31 @@ def test_T4_U12_the_purge_keeps_the_previous_months_heartbeats_until_both_bounds
     assert heartbeats_purge(now=dt.datetime(2026, 12, 1, tzinfo=UTC)) == 1  # both bounds passed
     with tenant_context(company):
         assert not Heartbeat.objects.exists()
+
+
+def test_T4_a_resend_below_where_a_purge_once_reached_is_refused_though_the_late_horizon_is_older(client, platform):
+    """A purge that reached further than today's horizon (the rule before the late horizon removed what was
+    35 days old even in the previous month; migration usage 0005 records where it may have reached) must not
+    let a resend of what it removed be stored and counted again."""
+    from usage.models import HeartbeatPurge
+
+    with freeze_time("2026-09-20 12:00"):
+        company = company_with(platform, "endpoint_security", "a_la_carte")
+        _, token = agent(client, company)
+    HeartbeatPurge.objects.create(pk=1, purged_below=dt.datetime(2026, 10, 2, 9, tzinfo=UTC))
+    with freeze_time("2026-11-06 09:00"):  # the late horizon alone would accept 1 October on
+        body = send(client, token, [heartbeat(observed_at="2026-10-01T12:00:00Z"),
+                                    heartbeat(observed_at="2026-10-02T09:00:00Z")]).json()
+    assert body["accepted"] == 1
+    assert body["rejected"][0]["error"].startswith("observed_at: 2026-10-01T12:00:00Z is before the earliest time "
+                                                   "accepted now, 2026-10-02T09:00:00Z")
+
+
+def test_T4_each_purge_records_how_far_it_reached_before_it_removes_anything(platform):
+    from usage.models import HeartbeatPurge, heartbeats_earliest
+
+    heartbeats_purge(now=dt.datetime(2026, 12, 1, tzinfo=UTC))
+    assert HeartbeatPurge.objects.get().purged_below == dt.datetime(2026, 10, 27, tzinfo=UTC)
+    heartbeats_purge(now=dt.datetime(2026, 11, 6, tzinfo=UTC))  # a purge with an earlier clock keeps the mark
+    assert heartbeats_earliest(dt.datetime(2026, 12, 1, tzinfo=UTC)) == dt.datetime(2026, 10, 27, tzinfo=UTC)
+    assert heartbeats_earliest(dt.datetime(2026, 11, 6, tzinfo=UTC)) == dt.datetime(2026, 10, 27, tzinfo=UTC)
