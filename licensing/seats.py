@@ -519,6 +519,9 @@ def reservation_set(*, actor: User | None, company: Company, seats: int | None) 
                                                  "cannot exceed the reserved seats."})
     lic.reserved_seats = seats
     lic.save(update_fields=["reserved_seats"])
+    from usage.rollups import usage_terms_refresh
+
+    usage_terms_refresh(company=company)  # L6: the open month's row shows the reservation now
     audit_record(actor=actor, company=company, action="license.reservation", obj=lic, before=before,
                  after={"reserved_seats": seats})
     for pool in SeatPool.objects.filter(pk__in=[parent_pool.pk] + ([own_pool.pk] if own_pool.pk else [])):

@@ -168,9 +168,13 @@ def subscription_set(*, actor: User | None, company: Company, end_date: dt.date 
                                        "seats (L6).")
     if errors:
         raise ValidationError(errors)
+    lic_end_before = lic.end_date
     lic.end_date, lic.auto_renew, lic.renew_months, lic.minimum_usage = (end_date, auto_renew, renew_months,
                                                                           minimum_usage)
     lic.save(update_fields=["end_date", "auto_renew", "renew_months", "minimum_usage"])
+    from usage.rollups import usage_terms_refresh
+
+    usage_terms_refresh(company=company, subtree=end_date != lic_end_before)  # S1: inherited below
     audit_record(actor=actor, company=company, action="license.subscription", obj=lic, before=before,
                  after={"end_date": str(end_date) if end_date else None, "auto_renew": auto_renew,
                         "renew_months": renew_months, "minimum_usage": minimum_usage})
@@ -211,6 +215,9 @@ def _subscription_renew_one(*, license_id: int, today: dt.date) -> bool:
         return False
     lic.end_date = end
     lic.save(update_fields=["end_date"])
+    from usage.rollups import usage_terms_refresh
+
+    usage_terms_refresh(company=company, subtree=True)  # S1, S3: the open month's rows show the new end date
     after["end_date"] = str(end)
     audit_record(actor=None, company=company, action="license.renew", obj=lic,
                  before={"end_date": str(before)}, after=after)

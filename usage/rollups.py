@@ -373,6 +373,36 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
     return result
 
 
+TERMS_REFRESH_SQL = """
+UPDATE usage_companymonthusage u SET reserved_seats = t.reserved_seats, minimum_usage = t.minimum_usage,
+       end_date = t.end_date, auto_renew = t.auto_renew
+FROM unnest(%(ids)s::bigint[], %(reserved)s::int[], %(minimum)s::int[], %(ends)s::date[], %(renew)s::boolean[])
+     AS t(company_id, reserved_seats, minimum_usage, end_date, auto_renew)
+WHERE u.company_id = t.company_id AND u.month = %(month)s AND u.finalized_at IS NULL
+"""
+
+
+def usage_terms_refresh(*, company: Company, subtree: bool = False) -> None:
+    """L6, S1: the licence terms of the company (and, for an end date, which its subtree inherits, of
+    every company below it) changed: the open month's rows take them now. An ended month keeps the terms
+    it ended with (ENDED_MONTH_KEEPS), so a change must reach the open month's row when it is made, not at
+    the next rollup, which may come after the month has ended. Under the rollup locks, so no rollup that
+    read the old terms stores them afterwards; two statements whatever the subtree's size."""
+    ids = (list(Company.objects.filter(lineage__startswith=company.lineage).values_list("pk", flat=True))
+           if subtree else [company.pk])
+    rollup_locks_take(ids)
+    companies = list(Company.objects.filter(pk__in=ids).order_by("pk"))
+    terms = _Terms(companies)
+    licenses = [terms.licenses.get(c.pk) for c in companies]
+    with connection.cursor() as cursor:
+        cursor.execute(TERMS_REFRESH_SQL, {
+            "month": month_start(timezone.now()), "ids": [c.pk for c in companies],
+            "reserved": [lic.reserved_seats if lic else None for lic in licenses],
+            "minimum": [lic.minimum_usage if lic else None for lic in licenses],
+            "ends": [terms.end_dates[c.pk] for c in companies],
+            "renew": [bool(lic and lic.auto_renew) for lic in licenses]})
+
+
 # L6, U12: the licence terms an ended month keeps through recomputes and its close, as it keeps its lineage
 ENDED_MONTH_KEEPS = frozenset({"reserved_seats", "minimum_usage", "end_date", "auto_renew"})
 

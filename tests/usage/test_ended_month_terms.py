@@ -50,3 +50,29 @@ def test_L6_U12_an_ended_month_keeps_the_licence_terms_it_ended_with_through_its
         machine.beat(dt.datetime(2026, 12, 1, 0, 35, tzinfo=dt.UTC))
         usage_company_rollup(company_id=company.pk)
     assert terms(company, DEC)[:2] + terms(company, DEC)[3:] == (1, 3, True)
+
+
+def test_L6_S1_terms_set_late_in_the_month_reach_its_row_before_it_ends(platform):
+    """The month's last rollup came on 2 November; the minimum was raised on 20 November and the end date
+    set on the 25th with nothing rolled up since. The close keeps the terms the row holds (an ended month
+    keeps the terms it ended with), so the change must reach the open month's row when it is made: it did
+    not, and November closed with minimum 5."""
+    from tests.factories import make_partner
+
+    with freeze_time("2026-11-02 09:00"):
+        partner = make_partner(parent=platform)
+        entitlements_set(actor=None, company=partner, purpose="resell", keys={"endpoint_security", "a_la_carte"})
+        company = make_company(parent=partner)
+        entitlements_set(actor=None, company=company, purpose="own", keys={"endpoint_security", "a_la_carte"})
+        license_update(actor=None, company=company, reserved_seats=10, minimum_usage=5)
+        endpoint = Machine(company, now=dt.datetime(2026, 11, 2, 9, tzinfo=dt.UTC))
+        endpoint.beat(dt.datetime(2026, 11, 2, 8, tzinfo=dt.UTC))
+        usage_company_rollup(company_id=company.pk)
+    with freeze_time("2026-11-20 09:00"):
+        license_update(actor=None, company=company, minimum_usage=8)
+    with freeze_time("2026-11-25 09:00"):  # the partner's end date, which the company inherits (S1)
+        license_update(actor=None, company=partner, end_date=dt.date(2027, 6, 30))
+    with freeze_time("2026-12-01 00:30"):
+        usage_month_close(month=NOV)
+    row = CompanyMonthUsage.objects.get(company=company, month=NOV)
+    assert (row.minimum_usage, row.reserved_seats, row.end_date) == (8, 10, dt.date(2027, 6, 30))
