@@ -672,13 +672,18 @@ def usage_month_close(*, month: dt.date, progress=None) -> int:
     return done
 
 
+PURGE_MARGIN = dt.timedelta(days=1)
+
+
 def heartbeats_purge(*, now: dt.datetime) -> int:
     """Raw heartbeats outlive the open month by the late horizon (the earlier of 35 days ago and the
     start of the previous month); endpoint-day rows stay. Only rows already rolled up are removed, and
     only rows observed before the horizon too: the agent API refuses those, by the same horizon (T4: a
     resend of a purged heartbeat can never be counted again)."""
     open_month = dt.datetime.combine(month_start(now), dt.time(), tzinfo=dt.UTC)
-    late_cutoff = late_horizon(now)
+    # a day below the horizon: an ingest that checked a heartbeat against the horizon a moment before
+    # (the horizon moves at most a day a day) never meets this purge removing the row it duplicates
+    late_cutoff = late_horizon(now) - PURGE_MARGIN
     # recorded (and committed) before anything is removed: from now on the API refuses what this removes
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO usage_heartbeatpurge AS h (id, purged_below) VALUES (1, %s) ON CONFLICT (id) "

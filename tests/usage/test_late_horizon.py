@@ -108,8 +108,20 @@ def test_T4_a_resend_below_where_a_purge_once_reached_is_refused_though_the_late
 def test_T4_each_purge_records_how_far_it_reached_before_it_removes_anything(platform):
     from usage.models import HeartbeatPurge, heartbeats_earliest
 
-    heartbeats_purge(now=dt.datetime(2026, 12, 1, tzinfo=UTC))
-    assert HeartbeatPurge.objects.get().purged_below == dt.datetime(2026, 10, 27, tzinfo=UTC)
+    heartbeats_purge(now=dt.datetime(2026, 12, 3, tzinfo=UTC))  # horizon 29 October, purged a day below it
+    assert HeartbeatPurge.objects.get().purged_below == dt.datetime(2026, 10, 28, tzinfo=UTC)
     heartbeats_purge(now=dt.datetime(2026, 11, 6, tzinfo=UTC))  # a purge with an earlier clock keeps the mark
-    assert heartbeats_earliest(dt.datetime(2026, 12, 1, tzinfo=UTC)) == dt.datetime(2026, 10, 27, tzinfo=UTC)
-    assert heartbeats_earliest(dt.datetime(2026, 11, 6, tzinfo=UTC)) == dt.datetime(2026, 10, 27, tzinfo=UTC)
+    assert heartbeats_earliest(dt.datetime(2026, 12, 3, tzinfo=UTC)) == dt.datetime(2026, 10, 29, tzinfo=UTC)
+    assert heartbeats_earliest(dt.datetime(2026, 11, 6, tzinfo=UTC)) == dt.datetime(2026, 10, 28, tzinfo=UTC)
+
+
+def test_T4_the_purge_stays_a_day_below_the_horizon_so_an_ingest_a_moment_before_cannot_race_it(platform):
+    """An ingest checks observed_at against the horizon, then inserts; a purge committing in between must
+    not remove the original of the resend it is storing: rows a day below the horizon stay."""
+    company = company_with(platform, "endpoint_security", "a_la_carte")
+    machine = Machine(company, now=dt.datetime(2026, 9, 20, tzinfo=UTC))
+    with freeze_time("2026-10-28 12:05"):
+        machine.beat(dt.datetime(2026, 10, 28, 12, tzinfo=UTC))  # half a day below the horizon of 3 December
+        usage_company_rollup(company_id=company.pk)
+    assert heartbeats_purge(now=dt.datetime(2026, 12, 3, tzinfo=UTC)) == 0
+    assert heartbeats_purge(now=dt.datetime(2026, 12, 4, 12, tzinfo=UTC)) == 1
