@@ -386,11 +386,15 @@ def usage_terms_refresh(*, company: Company, subtree: bool = False) -> None:
     """L6, S1: the licence terms of the company (and, for an end date, which its subtree inherits, of
     every company below it) changed: the open month's rows take them now. An ended month keeps the terms
     it ended with (ENDED_MONTH_KEEPS), so a change must reach the open month's row when it is made, not at
-    the next rollup, which may come after the month has ended. Under the rollup locks, so no rollup that
-    read the old terms stores them afterwards; two statements whatever the subtree's size."""
+    the next rollup, which may come after the month has ended. One company's change is made under its
+    rollup lock, so no rollup that read the old terms stores them afterwards; a subtree's is not (a lock
+    per company would fill the server's lock table for a partner with thousands of companies below it),
+    and a rollup racing it is corrected by the next one (hourly at the latest). A fixed number of
+    statements whatever the subtree's size."""
     ids = (list(Company.objects.filter(lineage__startswith=company.lineage).values_list("pk", flat=True))
            if subtree else [company.pk])
-    rollup_locks_take(ids)
+    if not subtree:
+        rollup_locks_take(ids)
     companies = list(Company.objects.filter(pk__in=ids).order_by("pk"))
     terms = _Terms(companies)
     licenses = [terms.licenses.get(c.pk) for c in companies]

@@ -76,3 +76,21 @@ def test_L6_S1_terms_set_late_in_the_month_reach_its_row_before_it_ends(platform
         usage_month_close(month=NOV)
     row = CompanyMonthUsage.objects.get(company=company, month=NOV)
     assert (row.minimum_usage, row.reserved_seats, row.end_date) == (8, 10, dt.date(2027, 6, 30))
+
+
+def test_S1_a_partners_end_date_change_takes_no_lock_per_company_below_it(platform):
+    """The open month's rows of a whole subtree take a new end date without a rollup lock per company: a
+    partner with thousands of companies below it would fill the server's lock table (max_locks_per_
+    transaction is shared by every session) and the change, or the nightly renewal, would fail."""
+    from django.db import connection, transaction
+
+    from tests.factories import make_partner
+
+    partner = make_partner(parent=platform)
+    for _ in range(30):
+        make_company(parent=partner)
+    with transaction.atomic():
+        license_update(actor=None, company=partner, end_date=dt.date(2027, 6, 30))
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+            assert cursor.fetchone()[0] <= 1
