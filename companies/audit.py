@@ -69,8 +69,7 @@ def audit_record(*, actor: User | None, company: Company, action: str, obj, befo
         after = {k: after.get(k) for k in sorted(changed)}
     return AuditEvent.objects.create(
         company=company,
-        lineage=(lineage or company.lineage
-                 or Company.objects.filter(pk=company.pk).values_list("lineage", flat=True).first() or ""),
+        lineage=lineage or company.lineage,
         actor=actor,
         actor_label=actor.email if actor is not None else (_API_KEY_LABEL.get() or "system"),
         action=action,

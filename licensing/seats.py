@@ -205,7 +205,7 @@ def _reserving_company_locked(company: Company) -> Company:
     waits until this one ends; registrations below the company wait for it (their KEY SHARE on it) and
     it never waits holding its own row for an ancestor. Again only when a move committed meanwhile."""
     locked: set[int] = set()
-    ids = [int(p) for p in company.lineage.strip("/").split("/")][1:-1]
+    ids = company.ancestor_ids[1:]  # below the platform
     while True:
         todo = [i for i in ids if i not in locked]
         if todo:
@@ -213,7 +213,7 @@ def _reserving_company_locked(company: Company) -> Company:
                 cursor.execute(ANCESTOR_ROWS_KEY_SHARE, [todo])
             locked.update(todo)
         fresh = Company.objects.select_for_update().get(pk=company.pk)
-        ids = [int(p) for p in fresh.lineage.strip("/").split("/")][1:-1]
+        ids = fresh.ancestor_ids[1:]
         if locked.issuperset(ids):
             return fresh
 

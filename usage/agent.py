@@ -116,8 +116,6 @@ def install_token_rotate(*, actor: User | None, company: Company) -> InstallToke
 
 # --- registration and credentials (T1, T7) ---------------------------------------------------------------
 
-_unstorable = text_unstorable
-
 
 def _text(payload: dict, name: str, max_length: int, errors: dict[str, str]) -> str:
     value = payload.get(name)
@@ -125,7 +123,7 @@ def _text(payload: dict, name: str, max_length: int, errors: dict[str, str]) -> 
         errors[name] = "required: a non-empty string."
     elif len(value) > max_length:
         errors[name] = f"at most {max_length} characters."
-    elif problem := _unstorable(value):
+    elif problem := text_unstorable(value):
         errors[name] = problem
     return value if isinstance(value, str) else ""
 
@@ -426,14 +424,14 @@ def _mailbox_rows(mailboxes: Any, errors: dict[str, str]) -> dict[str, list]:
         box_errors: dict[str, str] = {}
         if not isinstance(box_id, str) or not box_id.strip() or len(box_id) > 200:
             box_errors[f"{at}.id"] = "required: a non-empty string of at most 200 characters."
-        elif problem := _unstorable(box_id):
+        elif problem := text_unstorable(box_id):
             box_errors[f"{at}.id"] = problem
         if primary is not True and primary is not False:
             box_errors[f"{at}.primary"] = f"must be true or false, not {_describe(primary)}."
         if not isinstance(object_class, str) or len(object_class) > 64:
             box_errors[f"{at}.object_class"] = ("must be a string of at most 64 characters (may be empty or null), "
                                                 f"not {_describe(object_class)}.")
-        elif problem := _unstorable(object_class):
+        elif problem := text_unstorable(object_class):
             box_errors[f"{at}.object_class"] = problem
         for name, value in (("emails_sent", sent), ("emails_received", received)):
             if not _count(value):

@@ -215,12 +215,11 @@ charged AS (
             ORDER BY t.rank DESC LIMIT 1) AS tier
     FROM (SELECT m.last_seen_at FROM {SCHEMA}.telemetry_endpointmonth m
           JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
-          WHERE m.month = %(month)s AND {LICENSED_IN_MONTH} AND {LICENSED_ALL_MONTH}
+          WHERE m.month = %(month)s AND {LICENSED_ALL_MONTH}
           UNION ALL  -- T5, L4: a seat held for part of the month: the days it was held (PROTECTED_DAYS_PART)
           SELECT max(d.last_seen_at) FROM {SCHEMA}.telemetry_endpointday d
           JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = d.endpoint_id
-          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND {LICENSED_IN_MONTH} AND NOT {LICENSED_ALL_MONTH}
-            AND {LICENSED_ON_DAY}
+          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND NOT {LICENSED_ALL_MONTH} AND {LICENSED_ON_DAY}
           GROUP BY d.endpoint_id) AS m
 )
 SELECT %(company)s::bigint, %(month)s::date, tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier)"""
@@ -391,11 +390,9 @@ def usage_terms_refresh(*, company: Company, subtree: bool = False) -> None:
     per company would fill the server's lock table for a partner with thousands of companies below it),
     and a rollup racing it is corrected by the next one (hourly at the latest). A fixed number of
     statements whatever the subtree's size."""
-    ids = (list(Company.objects.filter(lineage__startswith=company.lineage).values_list("pk", flat=True))
-           if subtree else [company.pk])
     if not subtree:
-        rollup_locks_take(ids)
-    companies = list(Company.objects.filter(pk__in=ids).order_by("pk"))
+        rollup_locks_take([company.pk])
+    companies = list(Company.objects.filter(lineage__startswith=company.lineage) if subtree else [company])
     terms = _Terms(companies)
     licenses = [terms.licenses.get(c.pk) for c in companies]
     with connection.cursor() as cursor:
