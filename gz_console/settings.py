@@ -263,4 +263,6 @@ CELERY_BEAT_SCHEDULE = {
     "usage-purge-heartbeats": {"task": "usage.purge_heartbeats", "schedule": crontab(hour=3, minute=0)},
     # B3: ConnectWise additions, hourly after the rollups (each company at most every four hours)
     "integrations-sync-due": {"task": "integrations.sync_due", "schedule": crontab(minute=20)},
+    # H5: a moved company's addition in its former partner's PSA, set to 0 where the first try failed
+    "integrations-zero-left-behind": {"task": "integrations.zero_left_behind", "schedule": crontab(minute=25)},
 }

@@ -116,3 +116,27 @@ class SyncAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.company_id} {self.month:%Y-%m} {self.outcome}"
+
+
+class PsaZeroing(models.Model):
+    """H5, B4: the addition a company's former partner's PSA has for an open month the company's new
+    partner bills, to be set to 0 through the connection that made it (nobody else may touch it). A
+    failed try is kept and tried again every hour (integrations.zero_left_behind) until it succeeds,
+    the addition is gone, or ZEROING_TRIES tries have failed (the former partner's log then says to set
+    it by hand): an addition left standing would bill the month twice."""
+
+    connection = models.ForeignKey(PsaConnection, related_name="zeroings", on_delete=models.CASCADE)
+    company = models.ForeignKey(Company, related_name="+", on_delete=models.CASCADE)
+    month = models.DateField()
+    agreement_ref = models.IntegerField()
+    addition_ref = models.IntegerField()
+    tries = models.IntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    done_at = models.DateTimeField(null=True, blank=True)  # set to 0, or found gone
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "addition_ref"], name="psa_zeroing_addition")]
+        indexes = [models.Index(fields=["done_at", "tries"], name="psa_zeroing_pending")]
+
+    def __str__(self) -> str:
+        return f"Addition {self.addition_ref} to 0 ({self.company_id} {self.month:%Y-%m})"

@@ -32,6 +32,7 @@ from .models import (
     MappingState,
     PsaAddition,
     PsaConnection,
+    PsaZeroing,
     SyncAttempt,
     SyncOutcome,
     SyncTrigger,
@@ -45,6 +46,7 @@ CONNECTION_AUDIT_FIELDS = ["site", "psa_company_id", "client_id", "enabled"]
 MAPPING_AUDIT_FIELDS = ["psa_company", "agreement_type", "product_identifier"]
 BASIC_MESSAGE = "The billing integration is not available on the Basic plan."
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+ZEROING_TRIES = 24  # a left-behind addition is tried hourly for a day, then left to the partner (PsaZeroing)
 
 
 def addition_description(*, company: Company, month: dt.date) -> str:
@@ -426,8 +428,8 @@ def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnect
     connection bills the company now (it moved to another partner, or the connection that made it was
     removed), this connection's month starts afresh in its own PSA. The open month follows the company
     to its new partner (usage bills it to whoever has the company at the close), so the old addition is
-    set to 0 through the connection that made it, logged in that partner's log; a failure there is said,
-    not retried from here. Returns what to tell the partner ("" when nothing changed hands)."""
+    set to 0 through the connection that made it, logged in that partner's log; a failure there is
+    kept and tried again (PsaZeroing). Returns what to tell the partner ("" when nothing changed hands)."""
     if addition.connection_id == connection.pk or (addition.addition_ref is None and addition.agreement_ref is None):
         addition.connection = connection
         return ""
@@ -436,25 +438,73 @@ def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnect
         "company": addition.company_id, "month": addition.month.isoformat(), "previous_connection":
         addition.connection_id, "connection": connection.pk, "addition": addition.addition_ref})
     told = "The company was billed by another partner's ConnectWise this month."
-    if month_open and old is not None and old.enabled and addition.addition_ref is not None:
-        zeroed = SyncAttempt(connection=old, company_id=addition.company_id, month=addition.month, quantity=0,
-                             operation="update", trigger=SyncTrigger.SCHEDULE)
-        try:
-            client = client_for(old)
-            client.addition_update(agreement_ref=addition.agreement_ref, addition_ref=addition.addition_ref,
-                                   quantity=0, cancelled_date=month_last_day(addition.month))
-        except PsaError as error:
-            zeroed.outcome, zeroed.answer, zeroed.http_status = SyncOutcome.FAILED, error.answer, error.status
-            told += " Its addition there could not be set to 0; the other partner should check it."
-        else:
-            zeroed.outcome, zeroed.http_status = SyncOutcome.OK, client.last_status
-            zeroed.answer = (f"The company moved to another partner, which bills this month: addition "
-                             f"{addition.addition_ref} set to 0.")
+    if month_open and old is not None and addition.addition_ref is not None and addition.agreement_ref is not None:
+        zeroing, _ = PsaZeroing.objects.get_or_create(
+            connection=old, addition_ref=addition.addition_ref,
+            defaults={"company_id": addition.company_id, "month": addition.month,
+                      "agreement_ref": addition.agreement_ref})
+        attempt = zeroing_try(zeroing, trigger=SyncTrigger.SCHEDULE)
+        if attempt is not None and attempt.outcome == SyncOutcome.OK:
             told += " Its addition there was set to 0: the month is billed here."
-        zeroed.save()
+        else:
+            told += (" Its addition there could not be set to 0 yet; it is tried again every hour, and the other "
+                     "partner's log says how it went.")
     addition.connection = connection
     addition.agreement_ref = addition.addition_ref = addition.quantity = addition.synced_at = None
     return told
+
+
+def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt | None:
+    """One try at setting a left-behind addition to 0, logged in its connection's log. None when the
+    connection is turned off (the try waits for it, as its partner's own pushes do)."""
+    connection = zeroing.connection
+    if not connection.enabled:
+        return None
+    attempt = SyncAttempt(connection=connection, company_id=zeroing.company_id, month=zeroing.month, quantity=0,
+                          operation="update", trigger=trigger)
+    zeroing.tries += 1
+    try:
+        client = client_for(connection)
+        client.addition_update(agreement_ref=zeroing.agreement_ref, addition_ref=zeroing.addition_ref,
+                               quantity=0, cancelled_date=month_last_day(zeroing.month))
+    except PsaError as error:
+        attempt.http_status = error.status
+        if error.status == 404:  # removed in the PSA by hand: nothing bills the month there any more
+            attempt.outcome = SyncOutcome.OK
+            attempt.answer = (f"The company moved to another partner, which bills this month: addition "
+                              f"{zeroing.addition_ref} no longer exists in ConnectWise, so nothing is billed here.")
+            zeroing.done_at = timezone.now()
+        else:
+            attempt.outcome, attempt.retryable = SyncOutcome.FAILED, zeroing.tries < ZEROING_TRIES
+            then = ("it is tried again in an hour." if attempt.retryable else
+                    f"no more tries after {zeroing.tries}: set it to 0 in ConnectWise, or the month is billed twice.")
+            attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
+                              f"addition {zeroing.addition_ref} could not be set to 0; {then}")[:2000]
+    else:
+        attempt.outcome, attempt.http_status = SyncOutcome.OK, client.last_status
+        attempt.answer = (f"The company moved to another partner, which bills this month: addition "
+                          f"{zeroing.addition_ref} set to 0.")
+        zeroing.done_at = timezone.now()
+    zeroing.save(update_fields=["tries", "done_at"])
+    attempt.save()
+    logger.info("psa.addition_zeroed", extra={"zeroing": zeroing.pk, "outcome": attempt.outcome,
+                                              "status": attempt.http_status, "tries": zeroing.tries})
+    return attempt
+
+
+def zeroings_retry() -> int:
+    """Beat, hourly: left-behind additions not set to 0 yet, tried again. Returns the ones set (or found gone)."""
+    done = 0
+    pending = PsaZeroing.objects.filter(done_at__isnull=True, tries__lt=ZEROING_TRIES).values_list("pk", flat=True)
+    for pk in list(pending):
+        with transaction.atomic():
+            zeroing = (PsaZeroing.objects.select_for_update(skip_locked=True).select_related("connection")
+                       .filter(pk=pk, done_at__isnull=True).first())
+            if zeroing is None:  # another run has it, or it is done
+                continue
+            attempt = zeroing_try(zeroing, trigger=SyncTrigger.RETRY)
+            done += zeroing.done_at is not None and attempt is not None
+    return done
 
 
 def _push(*, client: ConnectWiseClient, mapping: CompanyMapping | None, addition: PsaAddition, company: Company,

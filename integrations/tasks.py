@@ -47,3 +47,12 @@ def sync_partner(partner_id: int, month: str) -> int:
     for company_id in ids:
         sync_company.delay(company_id, month, "manual", True)
     return len(ids)
+
+
+@shared_task(name="integrations.zero_left_behind", acks_late=True, soft_time_limit=1800, time_limit=1900)
+def zero_left_behind() -> int:
+    """Beat, hourly (H5, B4): additions a company's former partner's PSA still has for a month its new
+    partner bills, set to 0 where the first try failed."""
+    from integrations.services import zeroings_retry
+
+    return zeroings_retry()

@@ -13,7 +13,15 @@ from django.test.utils import CaptureQueriesContext
 
 from companies.models import AuditEvent, PartnerPlan
 from integrations.connectwise import ConnectWiseClient, Credentials, PsaError
-from integrations.models import CompanyMapping, MappingState, PsaAddition, SyncAttempt, SyncOutcome, SyncTrigger
+from integrations.models import (
+    CompanyMapping,
+    MappingState,
+    PsaAddition,
+    PsaZeroing,
+    SyncAttempt,
+    SyncOutcome,
+    SyncTrigger,
+)
 from integrations.selectors import active_endpoint_counts
 from integrations.services import (
     addition_description,
@@ -628,6 +636,63 @@ def test_H5_B4_after_a_move_the_new_partner_starts_its_own_addition_and_never_to
     addition = PsaAddition.objects.get(company=billing.alpha, month=billing.month)
     assert (addition.connection_id, addition.agreement_ref, addition.quantity) == (
         moved.connection.pk, moved.agreement["id"], 6)
+
+
+def test_H5_B4_an_old_addition_that_could_not_be_set_to_0_is_tried_again_until_it_is(billing, cw, cw_other, moved):
+    """Kappa's PSA is down when Lambda first bills Alpha: Kappa's addition would bill the month a second
+    time. The zeroing is kept and the hourly task sets it to 0 once Kappa's PSA answers, once."""
+    from integrations.services import zeroings_retry
+    from integrations.tasks import zero_left_behind
+
+    set_active(billing.alpha, billing.month, 6)
+    cw.fail("PATCH", "/finance/agreements", 503)
+    attempt = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert (attempt.outcome, attempt.quantity) == ("ok", 6)  # Lambda's own addition is made all the same
+    assert "could not be set to 0 yet; it is tried again every hour" in attempt.answer
+    assert moved.kappa_addition["quantity"] == 5
+    failed = SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id")
+    assert (failed.outcome, failed.http_status, failed.retryable) == ("failed", 503, True)
+    assert "tried again in an hour" in failed.answer
+    zeroing = PsaZeroing.objects.get()
+    assert (zeroing.connection_id, zeroing.addition_ref, zeroing.tries, zeroing.done_at) == (
+        billing.connection.pk, moved.kappa_addition["id"], 1, None)
+
+    patches = len(cw.calls("PATCH"))
+    assert zero_left_behind.apply().get() == 1  # the beat's task, run here
+    assert moved.kappa_addition["quantity"] == 0
+    assert cw.billed_in(billing.alpha_agreement["id"], billing.month)[0]["quantity"] == 0
+    retried = SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id")
+    assert (retried.outcome, retried.trigger) == ("ok", "retry")
+    assert "set to 0" in retried.answer
+    assert zeroings_retry() == 0 and len(cw.calls("PATCH")) == patches + 1  # done: never sent again
+    # Lambda's PSA was never asked to change anything of Kappa's
+    assert cw_other.calls("PATCH") == []
+
+
+def test_H5_B4_an_old_addition_removed_by_hand_or_failing_all_day_stops_being_tried(billing, cw, moved):
+    from integrations.services import ZEROING_TRIES, zeroings_retry
+
+    set_active(billing.alpha, billing.month, 6)
+    cw.fail("PATCH", "/finance/agreements", 500)
+    addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    zeroing = PsaZeroing.objects.get()
+    # the last try of the day fails: no more tries, and Kappa's log says what to do
+    PsaZeroing.objects.filter(pk=zeroing.pk).update(tries=ZEROING_TRIES - 1)
+    cw.fail("PATCH", "/finance/agreements", 500)
+    assert zeroings_retry() == 0
+    last = SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id")
+    assert (last.outcome, last.retryable) == ("failed", False)
+    assert "set it to 0 in ConnectWise, or the month is billed twice" in last.answer
+    patches = len(cw.calls("PATCH"))
+    assert zeroings_retry() == 0 and len(cw.calls("PATCH")) == patches
+    # an addition removed in the PSA by hand bills nothing: found gone, the zeroing is done
+    PsaZeroing.objects.filter(pk=zeroing.pk).update(tries=1)
+    cw.fail("PATCH", "/finance/agreements", 404)
+    assert zeroings_retry() == 1
+    zeroing.refresh_from_db()
+    assert zeroing.done_at is not None
+    assert "no longer exists in ConnectWise" in SyncAttempt.objects.filter(
+        connection=billing.connection, quantity=0).latest("id").answer
 
 
 def test_H5_X1_a_change_of_the_partner_billing_a_company_is_audited(billing, moved):
