@@ -123,13 +123,18 @@ class PsaZeroing(models.Model):
     partner bills, to be set to 0 through the connection that made it (nobody else may touch it). A
     failed try is kept and tried again every hour (integrations.zero_left_behind) until it succeeds,
     the addition is gone, or ZEROING_TRIES tries have failed (the former partner's log then says to set
-    it by hand): an addition left standing would bill the month twice."""
+    it by hand): an addition left standing would bill the month twice. It is not tried when the
+    connection cannot be used for it as it stands (turned off, Basic plan, edited to another PSA): the
+    partner's log then says to set it by hand."""
 
     connection = models.ForeignKey(PsaConnection, related_name="zeroings", on_delete=models.CASCADE)
     company = models.ForeignKey(Company, related_name="+", on_delete=models.CASCADE)
     month = models.DateField()
     agreement_ref = models.IntegerField()
     addition_ref = models.IntegerField()
+    # the PSA the ids belong to: a connection edited to another site or PSA company since is not asked
+    site = models.CharField(max_length=255)
+    psa_company_id = models.CharField(max_length=64)
     tries = models.IntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     done_at = models.DateTimeField(null=True, blank=True)  # set to 0, or found gone

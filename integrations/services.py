@@ -15,7 +15,7 @@ import urllib.parse
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -366,7 +366,8 @@ def addition_sync(*, company_id: int, month: dt.date, trigger: str = SyncTrigger
         if mapping is not None and past and addition.addition_ref is not None and addition.connection_id is not None \
                 and addition.connection_id != connection.pk:
             return None  # made meanwhile by another worker: the next run pushes it where it is
-        left_behind = (_start_fresh_if_another_psa(addition=addition, connection=connection, month_open=not past)
+        left_behind = (_start_fresh_if_another_psa(addition=addition, connection=connection, month_open=not past,
+                                                   trigger=trigger)
                        if mapping else "")
         if addition.addition_ref is not None and addition.quantity == count and not force:
             closed_at = month_closed_at(company_ids=[company.pk], month=month)[company.pk]
@@ -423,7 +424,8 @@ def _billing_target(*, company: Company, stored: PsaAddition | None) -> tuple[Ps
     return connection, None
 
 
-def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection, month_open: bool) -> str:
+def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnection, month_open: bool,
+                                trigger: str) -> str:
     """H5: an addition's ids mean something only in the PSA of the connection that made it. When another
     connection bills the company now (it moved to another partner, or the connection that made it was
     removed), this connection's month starts afresh in its own PSA. The open month follows the company
@@ -439,52 +441,88 @@ def _start_fresh_if_another_psa(*, addition: PsaAddition, connection: PsaConnect
         addition.connection_id, "connection": connection.pk, "addition": addition.addition_ref})
     told = "The company was billed by another partner's ConnectWise this month."
     if month_open and old is not None and addition.addition_ref is not None and addition.agreement_ref is not None:
-        zeroing, _ = PsaZeroing.objects.get_or_create(
-            connection=old, addition_ref=addition.addition_ref,
-            defaults={"company_id": addition.company_id, "month": addition.month,
-                      "agreement_ref": addition.agreement_ref})
-        attempt = zeroing_try(zeroing, trigger=SyncTrigger.SCHEDULE)
-        if attempt is not None and attempt.outcome == SyncOutcome.OK:
+        attempt = zeroing_try(_zeroing_for(addition, old), trigger=trigger)
+        if attempt.outcome == SyncOutcome.OK:
             told += " Its addition there was set to 0: the month is billed here."
-        else:
+        elif attempt.retryable:
             told += (" Its addition there could not be set to 0 yet; it is tried again every hour, and the other "
                      "partner's log says how it went.")
+        else:
+            told += " Its addition there could not be set to 0; the other partner's log asks to set it by hand."
     addition.connection = connection
     addition.agreement_ref = addition.addition_ref = addition.quantity = addition.synced_at = None
     return told
 
 
-def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt | None:
-    """One try at setting a left-behind addition to 0, logged in its connection's log. None when the
-    connection is turned off (the try waits for it, as its partner's own pushes do)."""
+def _zeroing_for(addition: PsaAddition, old: PsaConnection) -> PsaZeroing:
+    """The addition's zeroing, new, or reset when the same addition is left behind again (the company
+    came back to the old partner, which took it up again, and left again). Under the caller's lock
+    on the company-month's PsaAddition, as every use of a zeroing is."""
+    fields = {"company_id": addition.company_id, "month": addition.month, "agreement_ref": addition.agreement_ref,
+              "site": old.site, "psa_company_id": old.psa_company_id, "tries": 0, "done_at": None}
+    zeroing = PsaZeroing.objects.select_for_update().filter(connection=old, addition_ref=addition.addition_ref).first()
+    if zeroing is None:
+        return PsaZeroing.objects.create(connection=old, addition_ref=addition.addition_ref, **fields)
+    for name, value in fields.items():
+        setattr(zeroing, name, value)
+    zeroing.save()
+    return zeroing
+
+
+def _zeroing_blocked(zeroing: PsaZeroing) -> str:
+    """Why the zeroing's connection cannot be used for it as things stand ("" when it can)."""
     connection = zeroing.connection
+    if not integration_allowed(connection.company):
+        return "The billing integration is not available on the Basic plan."
     if not connection.enabled:
-        return None
+        return "The ConnectWise connection is turned off."
+    if (connection.site, connection.psa_company_id) != (zeroing.site, zeroing.psa_company_id):
+        return "The ConnectWise connection now points at another ConnectWise site or company."
+    return ""
+
+
+def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt:
+    """One try at setting a left-behind addition to 0, logged in its connection's log. Retryable
+    failures leave it for the hourly retry (ZEROING_TRIES in all); anything a retry cannot fix ends it,
+    and the log asks the partner to set the addition to 0 by hand."""
+    connection = zeroing.connection
     attempt = SyncAttempt(connection=connection, company_id=zeroing.company_id, month=zeroing.month, quantity=0,
                           operation="update", trigger=trigger)
-    zeroing.tries += 1
-    try:
-        client = client_for(connection)
-        client.addition_update(agreement_ref=zeroing.agreement_ref, addition_ref=zeroing.addition_ref,
-                               quantity=0, cancelled_date=month_last_day(zeroing.month))
-    except PsaError as error:
-        attempt.http_status = error.status
-        if error.status == 404:  # removed in the PSA by hand: nothing bills the month there any more
-            attempt.outcome = SyncOutcome.OK
-            attempt.answer = (f"The company moved to another partner, which bills this month: addition "
-                              f"{zeroing.addition_ref} no longer exists in ConnectWise, so nothing is billed here.")
-            zeroing.done_at = timezone.now()
-        else:
-            attempt.outcome, attempt.retryable = SyncOutcome.FAILED, zeroing.tries < ZEROING_TRIES
-            then = ("it is tried again in an hour." if attempt.retryable else
-                    f"no more tries after {zeroing.tries}: set it to 0 in ConnectWise, or the month is billed twice.")
-            attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
-                              f"addition {zeroing.addition_ref} could not be set to 0; {then}")[:2000]
+    by_hand = (f"The company moved to another partner, which bills this month: set addition {zeroing.addition_ref} "
+               "to 0 in ConnectWise, or the month is billed twice.")
+    blocked = _zeroing_blocked(zeroing)
+    if blocked:
+        attempt.outcome, attempt.answer = SyncOutcome.NOT_SYNCED, f"{blocked} {by_hand}"
+        zeroing.tries = max(zeroing.tries, ZEROING_TRIES)  # not tried again: nothing here would change that
     else:
-        attempt.outcome, attempt.http_status = SyncOutcome.OK, client.last_status
-        attempt.answer = (f"The company moved to another partner, which bills this month: addition "
-                          f"{zeroing.addition_ref} set to 0.")
-        zeroing.done_at = timezone.now()
+        zeroing.tries += 1
+        try:
+            client = client_for(connection)
+            client.addition_update(agreement_ref=zeroing.agreement_ref, addition_ref=zeroing.addition_ref,
+                                   quantity=0, cancelled_date=month_last_day(zeroing.month))
+        except PsaError as error:
+            attempt.http_status = error.status
+            if error.status == 404:  # removed in the PSA by hand: nothing bills the month there any more
+                attempt.outcome = SyncOutcome.OK
+                attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
+                                  f"addition {zeroing.addition_ref} is not in ConnectWise any more, so it bills "
+                                  "nothing here.")[:2000]
+                zeroing.done_at = timezone.now()
+            else:
+                attempt.outcome = SyncOutcome.FAILED
+                attempt.retryable = error.retryable and zeroing.tries < ZEROING_TRIES
+                if not attempt.retryable:
+                    zeroing.tries = max(zeroing.tries, ZEROING_TRIES)
+                then = ("it is tried again in an hour." if attempt.retryable else
+                        f"no more tries after {zeroing.tries}: set it to 0 in ConnectWise, or the month is billed "
+                        "twice.")
+                attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
+                                  f"addition {zeroing.addition_ref} could not be set to 0; {then}")[:2000]
+        else:
+            attempt.outcome, attempt.http_status = SyncOutcome.OK, client.last_status
+            attempt.answer = (f"The company moved to another partner, which bills this month: addition "
+                              f"{zeroing.addition_ref} set to 0.")
+            zeroing.done_at = timezone.now()
     zeroing.save(update_fields=["tries", "done_at"])
     attempt.save()
     logger.info("psa.addition_zeroed", extra={"zeroing": zeroing.pk, "outcome": attempt.outcome,
@@ -493,17 +531,34 @@ def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt | None:
 
 
 def zeroings_retry() -> int:
-    """Beat, hourly: left-behind additions not set to 0 yet, tried again. Returns the ones set (or found gone)."""
+    """Beat, hourly: left-behind additions not set to 0 yet, tried again, oldest first. Returns the ones
+    set to 0 (or found gone). Each under its company-month's PsaAddition lock, as addition_sync takes it:
+    when the old connection bills the company with that addition again (the company came back), the
+    zeroing is over and nothing is sent."""
     done = 0
-    pending = PsaZeroing.objects.filter(done_at__isnull=True, tries__lt=ZEROING_TRIES).values_list("pk", flat=True)
-    for pk in list(pending):
-        with transaction.atomic():
-            zeroing = (PsaZeroing.objects.select_for_update(skip_locked=True).select_related("connection")
-                       .filter(pk=pk, done_at__isnull=True).first())
-            if zeroing is None:  # another run has it, or it is done
-                continue
-            attempt = zeroing_try(zeroing, trigger=SyncTrigger.RETRY)
-            done += zeroing.done_at is not None and attempt is not None
+    pending = (PsaZeroing.objects.filter(done_at__isnull=True, tries__lt=ZEROING_TRIES)
+               .order_by("created_at", "pk").values_list("pk", "company_id", "month"))
+    for pk, company_id, month in list(pending):
+        try:
+            with transaction.atomic():
+                PsaAddition.objects.select_for_update().filter(company_id=company_id, month=month).first()
+                zeroing = (PsaZeroing.objects.select_for_update(skip_locked=True)
+                           .select_related("connection__company")
+                           .filter(pk=pk, done_at__isnull=True, tries__lt=ZEROING_TRIES).first())
+                if zeroing is None:  # done meanwhile, or another run has it
+                    continue
+                if PsaAddition.objects.filter(company_id=company_id, month=month, connection=zeroing.connection,
+                                              addition_ref=zeroing.addition_ref).exists() \
+                        or Company.objects.filter(pk=company_id, parent_id=zeroing.connection.company_id).exists():
+                    # the company is back with the old partner, which bills the month (with that addition, found
+                    # again by its next sync): not to be zeroed
+                    zeroing.done_at = timezone.now()
+                    zeroing.save(update_fields=["done_at"])
+                    continue
+                attempt = zeroing_try(zeroing, trigger=SyncTrigger.RETRY)
+                done += zeroing.done_at is not None and attempt.outcome == SyncOutcome.OK
+        except DatabaseError:  # one row's fault must not stop the others
+            logger.exception("psa.zeroing_failed", extra={"zeroing": pk})
     return done
 
 

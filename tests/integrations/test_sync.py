@@ -691,8 +691,96 @@ def test_H5_B4_an_old_addition_removed_by_hand_or_failing_all_day_stops_being_tr
     assert zeroings_retry() == 1
     zeroing.refresh_from_db()
     assert zeroing.done_at is not None
-    assert "no longer exists in ConnectWise" in SyncAttempt.objects.filter(
+    assert "is not in ConnectWise any more, so it bills nothing here" in SyncAttempt.objects.filter(
         connection=billing.connection, quantity=0).latest("id").answer
+
+
+def _lambda_bills_alpha_while_kappa_is_down(billing, cw, count=6):
+    set_active(billing.alpha, billing.month, count)
+    cw.fail("PATCH", "/finance/agreements", 503)
+    return addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+
+
+def test_H5_B4_a_zeroing_still_pending_when_the_company_comes_back_never_zeroes_the_addition_that_bills_it(
+        billing, cw, cw_other, moved):
+    from companies.services import company_move
+    from integrations.services import zeroings_retry
+
+    _lambda_bills_alpha_while_kappa_is_down(billing, cw)
+    assert PsaZeroing.objects.get(connection=billing.connection).done_at is None
+    # the move is undone before the hourly retry; Kappa bills Alpha again and takes up its addition
+    billing.alpha = company_move(actor=None, company=billing.alpha, new_parent=billing.partner)
+    _map(billing, billing.alpha, billing.cw_alpha)
+    set_active(billing.alpha, billing.month, 7)
+    back = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert back.outcome == "ok"
+    assert moved.kappa_addition["quantity"] == 7
+    patches = len(cw.calls("PATCH"))
+    assert zeroings_retry() == 0
+    assert len(cw.calls("PATCH")) == patches and moved.kappa_addition["quantity"] == 7
+    assert PsaZeroing.objects.get(connection=billing.connection).done_at is not None
+    assert [a["quantity"] for a in cw.billed_in(billing.alpha_agreement["id"], billing.month)] == [7]
+
+
+def test_H5_B4_an_addition_left_behind_a_second_time_is_tried_again(billing, cw, cw_other, moved):
+    """Kappa -> Lambda (set to 0) -> Kappa (the addition taken up again) -> Lambda with Kappa's PSA down:
+    the second zeroing starts afresh instead of staying done from the first."""
+    from companies.services import company_move
+    from integrations.services import zeroings_retry
+
+    set_active(billing.alpha, billing.month, 6)
+    addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert PsaZeroing.objects.get(connection=billing.connection).done_at is not None
+    assert moved.kappa_addition["quantity"] == 0
+    billing.alpha = company_move(actor=None, company=billing.alpha, new_parent=billing.partner)
+    _map(billing, billing.alpha, billing.cw_alpha)
+    addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert moved.kappa_addition["quantity"] == 6
+    billing.alpha = company_move(actor=None, company=billing.alpha, new_parent=moved.partner)
+    mapping_save(actor=moved.admin, company=billing.alpha, psa_company="AlphaDental", agreement_type=AGREEMENT_TYPE,
+                 product_identifier=PRODUCT)
+    again = _lambda_bills_alpha_while_kappa_is_down(billing, cw)
+    assert "tried again every hour" in again.answer
+    zeroing = PsaZeroing.objects.get(connection=billing.connection)
+    assert (zeroing.tries, zeroing.done_at) == (1, None)
+    assert zeroings_retry() == 1 and moved.kappa_addition["quantity"] == 0
+
+
+@pytest.mark.parametrize("blocker", ["turned off", "basic plan", "another site"])
+def test_H5_B2_a_zeroing_is_not_sent_through_a_connection_that_cannot_be_used_for_it(billing, cw, moved, blocker):
+    """Kappa's connection turned off, Kappa moved to Basic, or the connection edited to another
+    ConnectWise (the addition's ids would mean something else there) after a failed first try: nothing is
+    sent, and Kappa's log asks for the addition to be set to 0 by hand, once."""
+    from companies.models import Company, PartnerPlan
+    from integrations.models import PsaConnection
+    from integrations.services import zeroings_retry
+
+    _lambda_bills_alpha_while_kappa_is_down(billing, cw)
+    if blocker == "turned off":
+        PsaConnection.objects.filter(pk=billing.connection.pk).update(enabled=False)
+    elif blocker == "basic plan":
+        Company.objects.filter(pk=billing.partner.pk).update(plan=PartnerPlan.BASIC)
+    else:
+        PsaConnection.objects.filter(pk=billing.connection.pk).update(psa_company_id="another")
+    patches = len(cw.calls("PATCH"))
+    assert zeroings_retry() == 0
+    assert len(cw.calls("PATCH")) == patches and moved.kappa_addition["quantity"] == 5
+    told = SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id")
+    assert told.outcome == SyncOutcome.NOT_SYNCED
+    assert f"set addition {moved.kappa_addition['id']} to 0 in ConnectWise, or the month is billed twice" in told.answer
+    attempts = SyncAttempt.objects.filter(connection=billing.connection).count()
+    assert zeroings_retry() == 0 and SyncAttempt.objects.filter(connection=billing.connection).count() == attempts
+
+
+def test_H5_B4_the_new_partner_is_told_when_the_old_addition_must_be_set_by_hand(billing, cw, moved):
+    from integrations.models import PsaConnection
+
+    PsaConnection.objects.filter(pk=billing.connection.pk).update(enabled=False)
+    set_active(billing.alpha, billing.month, 6)
+    attempt = addition_sync(company_id=billing.alpha.pk, month=billing.month, trigger=SyncTrigger.MANUAL, force=True)
+    assert "could not be set to 0; the other partner's log asks to set it by hand" in attempt.answer
+    assert SyncAttempt.objects.filter(connection=billing.connection, quantity=0).latest("id").trigger == "manual"
+    assert moved.kappa_addition["quantity"] == 5
 
 
 def test_H5_X1_a_change_of_the_partner_billing_a_company_is_audited(billing, moved):
