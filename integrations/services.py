@@ -45,8 +45,10 @@ UPDATE_INTERVAL = dt.timedelta(hours=4)  # B3: at most every four hours
 CONNECTION_AUDIT_FIELDS = ["site", "psa_company_id", "client_id", "enabled"]
 MAPPING_AUDIT_FIELDS = ["psa_company", "agreement_type", "product_identifier"]
 BASIC_MESSAGE = "The billing integration is not available on the Basic plan."
+TURNED_OFF_MESSAGE = "The ConnectWise connection is turned off."
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 ZEROING_TRIES = 24  # a left-behind addition is tried hourly for a day, then left to the partner (PsaZeroing)
+MOVED = "The company moved to another partner, which bills this month:"  # what a zeroing's log entries start with
 
 
 def addition_description(*, company: Company, month: dt.date) -> str:
@@ -332,7 +334,7 @@ def _eligible_mapping(company: Company) -> CompanyMapping:
     if mapping is None:
         raise NotSynced("The company has no agreement type and product yet.")
     if not mapping.connection.enabled:
-        raise NotSynced("The ConnectWise connection is turned off.")
+        raise NotSynced(TURNED_OFF_MESSAGE)
     return mapping
 
 
@@ -420,7 +422,7 @@ def _billing_target(*, company: Company, stored: PsaAddition | None) -> tuple[Ps
     if not Company.objects.filter(is_monthly_q(), pk=company.pk).exists():
         raise NotSynced("The company is not on a monthly subscription; only monthly subscriptions are billed.")
     if not connection.enabled:
-        raise NotSynced("The ConnectWise connection is turned off.")
+        raise NotSynced(TURNED_OFF_MESSAGE)
     return connection, None
 
 
@@ -458,14 +460,10 @@ def _zeroing_for(addition: PsaAddition, old: PsaConnection) -> PsaZeroing:
     """The addition's zeroing, new, or reset when the same addition is left behind again (the company
     came back to the old partner, which took it up again, and left again). Under the caller's lock
     on the company-month's PsaAddition, as every use of a zeroing is."""
-    fields = {"company_id": addition.company_id, "month": addition.month, "agreement_ref": addition.agreement_ref,
-              "site": old.site, "psa_company_id": old.psa_company_id, "tries": 0, "done_at": None}
-    zeroing = PsaZeroing.objects.select_for_update().filter(connection=old, addition_ref=addition.addition_ref).first()
-    if zeroing is None:
-        return PsaZeroing.objects.create(connection=old, addition_ref=addition.addition_ref, **fields)
-    for name, value in fields.items():
-        setattr(zeroing, name, value)
-    zeroing.save()
+    zeroing, _ = PsaZeroing.objects.update_or_create(
+        connection=old, addition_ref=addition.addition_ref,
+        defaults={"company_id": addition.company_id, "month": addition.month, "agreement_ref": addition.agreement_ref,
+                  "site": old.site, "psa_company_id": old.psa_company_id, "tries": 0, "done_at": None})
     return zeroing
 
 
@@ -473,9 +471,9 @@ def _zeroing_blocked(zeroing: PsaZeroing) -> str:
     """Why the zeroing's connection cannot be used for it as things stand ("" when it can)."""
     connection = zeroing.connection
     if not integration_allowed(connection.company):
-        return "The billing integration is not available on the Basic plan."
+        return BASIC_MESSAGE
     if not connection.enabled:
-        return "The ConnectWise connection is turned off."
+        return TURNED_OFF_MESSAGE
     if (connection.site, connection.psa_company_id) != (zeroing.site, zeroing.psa_company_id):
         return "The ConnectWise connection now points at another ConnectWise site or company."
     return ""
@@ -488,8 +486,7 @@ def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt:
     connection = zeroing.connection
     attempt = SyncAttempt(connection=connection, company_id=zeroing.company_id, month=zeroing.month, quantity=0,
                           operation="update", trigger=trigger)
-    by_hand = (f"The company moved to another partner, which bills this month: set addition {zeroing.addition_ref} "
-               "to 0 in ConnectWise, or the month is billed twice.")
+    by_hand = f"{MOVED} set addition {zeroing.addition_ref} to 0 in ConnectWise, or the month is billed twice."
     blocked = _zeroing_blocked(zeroing)
     if blocked:
         attempt.outcome, attempt.answer = SyncOutcome.NOT_SYNCED, f"{blocked} {by_hand}"
@@ -504,9 +501,8 @@ def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt:
             attempt.http_status = error.status
             if error.status == 404:  # removed in the PSA by hand: nothing bills the month there any more
                 attempt.outcome = SyncOutcome.OK
-                attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
-                                  f"addition {zeroing.addition_ref} is not in ConnectWise any more, so it bills "
-                                  "nothing here.")[:2000]
+                attempt.answer = (f"{error.answer} {MOVED} addition {zeroing.addition_ref} is not in ConnectWise "
+                                  "any more, so it bills nothing here.")
                 zeroing.done_at = timezone.now()
             else:
                 attempt.outcome = SyncOutcome.FAILED
@@ -516,12 +512,10 @@ def zeroing_try(zeroing: PsaZeroing, *, trigger: str) -> SyncAttempt:
                 then = ("it is tried again in an hour." if attempt.retryable else
                         f"no more tries after {zeroing.tries}: set it to 0 in ConnectWise, or the month is billed "
                         "twice.")
-                attempt.answer = (f"{error.answer} The company moved to another partner, which bills this month: "
-                                  f"addition {zeroing.addition_ref} could not be set to 0; {then}")[:2000]
+                attempt.answer = f"{error.answer} {MOVED} addition {zeroing.addition_ref} could not be set to 0; {then}"
         else:
             attempt.outcome, attempt.http_status = SyncOutcome.OK, client.last_status
-            attempt.answer = (f"The company moved to another partner, which bills this month: addition "
-                              f"{zeroing.addition_ref} set to 0.")
+            attempt.answer = f"{MOVED} addition {zeroing.addition_ref} set to 0."
             zeroing.done_at = timezone.now()
     zeroing.save(update_fields=["tries", "done_at"])
     attempt.save()
@@ -541,22 +535,22 @@ def zeroings_retry() -> int:
     for pk, company_id, month in list(pending):
         try:
             with transaction.atomic():
-                PsaAddition.objects.select_for_update().filter(company_id=company_id, month=month).first()
+                addition = PsaAddition.objects.select_for_update().filter(company_id=company_id, month=month).first()
                 zeroing = (PsaZeroing.objects.select_for_update(skip_locked=True)
                            .select_related("connection__company")
                            .filter(pk=pk, done_at__isnull=True, tries__lt=ZEROING_TRIES).first())
                 if zeroing is None:  # done meanwhile, or another run has it
                     continue
-                if PsaAddition.objects.filter(company_id=company_id, month=month, connection=zeroing.connection,
-                                              addition_ref=zeroing.addition_ref).exists() \
-                        or Company.objects.filter(pk=company_id, parent_id=zeroing.connection.company_id).exists():
+                taken_up = addition is not None and (addition.connection_id, addition.addition_ref) == (
+                    zeroing.connection_id, zeroing.addition_ref)
+                if taken_up or Company.objects.filter(pk=company_id, parent_id=zeroing.connection.company_id).exists():
                     # the company is back with the old partner, which bills the month (with that addition, found
                     # again by its next sync): not to be zeroed
                     zeroing.done_at = timezone.now()
                     zeroing.save(update_fields=["done_at"])
                     continue
                 attempt = zeroing_try(zeroing, trigger=SyncTrigger.RETRY)
-                done += zeroing.done_at is not None and attempt.outcome == SyncOutcome.OK
+                done += attempt.outcome == SyncOutcome.OK
         except DatabaseError:  # one row's fault must not stop the others
             logger.exception("psa.zeroing_failed", extra={"zeroing": pk})
     return done
