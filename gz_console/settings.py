@@ -42,8 +42,9 @@ CONSOLE_URL = _required("CONSOLE_URL", "http://127.0.0.1:8000").rstrip("/")
 CSRF_TRUSTED_ORIGINS = [CONSOLE_URL]
 
 # --- Tenancy -------------------------------------------------------------------------------------
-# Public schema: the company tree, accounts, licensing, usage rollups, reports, integrations, the
-# audit log and beat schedules. Tenant schemas: one company's own network data (usage.telemetry).
+# Public schema: the company tree, accounts, licensing, usage rollups (with the company-scoped
+# endpoint-day and endpoint-month rows), reports, integrations, the audit log and beat schedules.
+# Tenant schemas: one company's own network data (usage.telemetry: endpoints, raw heartbeats, mailboxes).
 SHARED_APPS = [
     "django_tenants",
     "companies",  # before django_tenants' commands so our `migrate` (template schema) wins

@@ -319,17 +319,18 @@ def _endpoint_union(chunk: list[ScopeCompany], month: dt.date) -> tuple[str, lis
             "%s::text[] AS enabled, %s::text AS product_type, m.endpoint_id, COALESCE(e.hostname, '') AS hostname, "
             f"m.os_family, m.os_type, m.machine_type, {HELD_ACTIVITY}, "
             "(COALESCE(h.whole, false) OR p.endpoint_id IS NOT NULL) AS licensed "
-            f"FROM {schema}.telemetry_endpointmonth m LEFT JOIN {schema}.telemetry_endpoint e ON e.id = m.endpoint_id "
+            f"FROM public.usage_endpointmonth m LEFT JOIN {schema}.telemetry_endpoint e ON e.id = m.endpoint_id "
             f"LEFT JOIN LATERAL (SELECT s.*, {LICENSED_ALL_MONTH} AS whole FROM public.licensing_seatassignment s "
             f"WHERE s.company_id = %s AND s.endpoint_id = m.endpoint_id AND {LICENSED_IN_MONTH}) h ON true "
             "LEFT JOIN LATERAL (SELECT d.endpoint_id, sum(d.uptime_seconds)::bigint AS uptime_seconds, "
             "bit_or(d.modules) AS modules, bit_or(d.xdr_sensors) AS xdr_sensors, "
-            f"bool_or(d.used_central_scan) AS used_central_scan FROM {schema}.telemetry_endpointday d "
-            "WHERE NOT h.whole AND d.endpoint_id = m.endpoint_id AND d.day >= %s AND d.day < %s "
-            f"AND {LICENSED_ON_DAY} GROUP BY d.endpoint_id) p ON true "
-            "WHERE m.month = %s")
+            "bool_or(d.used_central_scan) AS used_central_scan FROM public.usage_endpointday d "
+            "WHERE NOT h.whole AND d.company_id = m.company_id AND d.endpoint_id = m.endpoint_id "
+            f"AND d.day >= %s AND d.day < %s AND {LICENSED_ON_DAY} GROUP BY d.endpoint_id) p ON true "
+            "WHERE m.company_id = %s AND m.month = %s")
         params += [member.id, member.name, member.lineage, list(member.enabled), member.product_type,
-                   start, end, start, end, member.id, end, start, start, end, start.date(), end.date(), month]
+                   start, end, start, end, member.id, end, start, start, end, start.date(), end.date(), member.id,
+                   month]
     return " UNION ALL ".join(parts), params
 
 
@@ -402,13 +403,12 @@ def report_chart_series(*, scope: ReportScope, figures: dict) -> list:
     for chunk in _chunks(_all_members(scope)):
         parts, params = [], []
         for member in chunk:
-            schema = connection.ops.quote_name(member.schema_name)
             # T5, L4: the days an endpoint held a seat, as the figures count them
-            parts.append("SELECT d.day, d.modules, d.machine_type, d.used_central_scan, %s::text[] AS enabled "  # noqa: S608 - quoted names, parameters
-                         f"FROM {schema}.telemetry_endpointday d WHERE d.day >= %s AND d.day < %s "
+            parts.append("SELECT d.day, d.modules, d.machine_type, d.used_central_scan, %s::text[] AS enabled "  # noqa: S608 - parameters
+                         "FROM public.usage_endpointday d WHERE d.company_id = %s AND d.day >= %s AND d.day < %s "
                          "AND EXISTS (SELECT 1 FROM public.licensing_seatassignment h "
-                         f"WHERE h.company_id = %s AND h.endpoint_id = d.endpoint_id AND {LICENSED_ON_DAY})")
-            params += [list(member.enabled), start.date(), end.date(), member.id]
+                         f"WHERE h.company_id = d.company_id AND h.endpoint_id = d.endpoint_id AND {LICENSED_ON_DAY})")
+            params += [list(member.enabled), member.id, start.date(), end.date()]
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT x.day, {columns} FROM ({' UNION ALL '.join(parts)}) x GROUP BY x.day", params)  # noqa: S608 - quoted names, parameters
             for day, *values in cursor.fetchall():

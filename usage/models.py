@@ -184,6 +184,65 @@ class CompanyMonthUsage(models.Model):
         return max(self.minimum_usage or 0, self.endpoint_usage)
 
 
+class Activity(models.Model):
+    """What an endpoint ran over a period: the columns endpoint-day and endpoint-month share. Every
+    one merges associatively (bit_or, sums, least/greatest, the latest shape: usage/rollups.py)."""
+
+    company = models.ForeignKey(Company, related_name="+", on_delete=models.CASCADE, db_index=False)
+    endpoint_id = models.UUIDField()
+    modules = models.IntegerField()
+    xdr_sensors = models.SmallIntegerField()
+    used_central_scan = models.BooleanField()
+    uptime_seconds = models.BigIntegerField()
+    os_family = models.CharField(max_length=16)
+    os_type = models.CharField(max_length=16)
+    machine_type = models.CharField(max_length=16)
+    container_host = models.BooleanField()
+    heartbeats = models.IntegerField()
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+# The lasting rows of the telemetry path are company-scoped rows in the public schema, not tables in
+# each company's schema: one rollup statement writes a batch's rows into one table instead of two
+# tables per company, whose per-table parse, plan and lock work kept the rollup above its target
+# (ARCHITECTURE.md's fallback, decided from the figures in docs/decisions.md). Every reader names the
+# company (C6). The primary key leads with the company, so a company's month or days are one range.
+
+class EndpointDay(Activity):
+    """What one endpoint of a company ran on one UTC day: the lasting record."""
+
+    pk = models.CompositePrimaryKey("company_id", "day", "endpoint_id")
+    day = models.DateField()
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.day}"
+
+
+class EndpointMonth(Activity):
+    """An endpoint's month, merged from its days' heartbeats: modules at any time in the month (U rules)."""
+
+    pk = models.CompositePrimaryKey("company_id", "month", "endpoint_id")
+    month = models.DateField()  # first day of the month
+
+    def __str__(self) -> str:
+        return f"{self.endpoint_id} {self.month:%Y-%m}"
+
+
+class RollupWatermark(models.Model):
+    """The number (`seq`) of the last heartbeat of the company's schema merged into its endpoint-day and
+    endpoint-month rows; moved in the statement that merges them (usage/rollups.py)."""
+
+    company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    seq = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"Rollup watermark of {self.company_id}: {self.seq}"
+
+
 class LateAdjustment(models.Model):
     """U12/T4: figures that changed after their month was finalized, shown in the next report."""
 

@@ -1,10 +1,10 @@
 """Rollups: heartbeats -> endpoint-day -> endpoint-month -> company-month usage (U1-U15).
 
-Every step is set-based SQL over the companies' schemas, for a batch of companies at a time: one
-statement merges every company's new heartbeats into endpoint-day and endpoint-month, one computes
-every company's figures, one stores them (a company's rollup is a batch of one).
-Statements name each company's tables with its schema, so a batch costs a handful of round trips
-whatever its size, and a company's work is the same whichever batch it is in.
+Every step is set-based SQL, for a batch of companies at a time: one statement reads every company's
+new heartbeats from its schema and merges them into the company-scoped endpoint-day and endpoint-month
+rows of the public schema, one computes every company's figures, one stores them (a company's rollup is
+a batch of one). Statements name each company's heartbeat table with its schema, so a batch costs a
+handful of round trips whatever its size, and a company's work is the same whichever batch it is in.
 
 Exactly-once from a watermark: the database numbers each stored heartbeat (`seq`); a rollup reads
 the newest number while holding the company's ingest lock exclusively (for an instant: every insert
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
 BATCH_SIZE = 50  # companies per rollup transaction: ingestion for them waits on its commit, and each
-# company takes ~17 relation locks (max_locks_per_transaction is shared by all sessions)
+# company's heartbeat table and its indexes are locked to the end (max_locks_per_transaction is shared)
 SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
 LICENSED_ALL_MONTH = licensed_whole_period_sql(seat="s", start="%(start)s", end="%(end)s")
@@ -77,53 +77,55 @@ _MERGED = """
 _COLUMNS = ("modules, xdr_sensors, used_central_scan, uptime_seconds, os_family, os_type, machine_type, "
             "container_host, heartbeats, first_seen_at, last_seen_at")
 
-# One company's part of the merge statement: its heartbeats between the watermarks, per endpoint
-# and UTC day (b), merged into endpoint-day (d) and, per endpoint and month, into endpoint-month
-# (m); the watermark moves in the same statement. Every figure merges associatively (bit_or, sums,
-# least/greatest, the latest shape), and each heartbeat is merged exactly once, so merging a batch
-# into the stored rows equals recomputing them from all their heartbeats.
-MERGE_PART = f"""
-b{{{{n}}}} AS (
-    SELECT endpoint_id, (observed_at AT TIME ZONE 'UTC')::date AS day,
-           bit_or(modules) AS modules, bit_or(xdr_sensors) AS xdr_sensors,
-           bool_or(scan_mode = {SCAN_MODES["central"]}) AS used_central_scan,
-           sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
-           count(*) AS heartbeats, min(observed_at) AS first_seen_at, max(observed_at) AS last_seen_at,
-           max({LATEST_KEY}) AS latest
-    FROM {SCHEMA}.telemetry_heartbeat WHERE seq > {{{{low}}}} AND seq <= {{{{high}}}} GROUP BY 1, 2
-), d{{{{n}}}} AS (
-    INSERT INTO {SCHEMA}.telemetry_endpointday AS t (endpoint_id, day, {_COLUMNS})
-    SELECT endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds,
+# The merge statement of a batch: each company's heartbeats between its watermarks, per endpoint and
+# UTC day, read from the company's schema (one aggregate part per company, b), merged into the
+# company-scoped endpoint-day rows (d) and, per endpoint and month, endpoint-month rows (m) of the
+# public schema, one INSERT each for the whole batch; the watermarks move in the same statement (w).
+# Every figure merges associatively (bit_or, sums, least/greatest, the latest shape), and each
+# heartbeat is merged exactly once, so merging a batch into the stored rows equals recomputing them
+# from all their heartbeats.
+MERGE_PART = f"""SELECT {{company}}::bigint AS company_id, endpoint_id, (observed_at AT TIME ZONE 'UTC')::date AS day,
+       bit_or(modules) AS modules, bit_or(xdr_sensors) AS xdr_sensors,
+       bool_or(scan_mode = {SCAN_MODES["central"]}) AS used_central_scan,
+       sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
+       count(*) AS heartbeats, min(observed_at) AS first_seen_at, max(observed_at) AS last_seen_at,
+       max({LATEST_KEY}) AS latest
+FROM {SCHEMA}.telemetry_heartbeat WHERE seq > {{low}} AND seq <= {{high}} GROUP BY 2, 3"""
+MERGE_SQL = f"""
+WITH b AS ({{parts}}
+), d AS (
+    INSERT INTO public.usage_endpointday AS t (company_id, endpoint_id, day, {_COLUMNS})
+    SELECT company_id, endpoint_id, day, modules, xdr_sensors, used_central_scan, uptime_seconds,
            {", ".join(_DECODE.values())},
-           container_host, heartbeats, first_seen_at, last_seen_at FROM b{{{{n}}}}
-    ON CONFLICT (endpoint_id, day) DO UPDATE SET {_MERGED}
-), m{{{{n}}}} AS (
-    INSERT INTO {SCHEMA}.telemetry_endpointmonth AS t (endpoint_id, month, {_COLUMNS})
-    SELECT endpoint_id, month, modules, xdr_sensors, used_central_scan, uptime_seconds,
+           container_host, heartbeats, first_seen_at, last_seen_at FROM b
+    ON CONFLICT (company_id, day, endpoint_id) DO UPDATE SET {{merged}}
+), m AS (
+    INSERT INTO public.usage_endpointmonth AS t (company_id, endpoint_id, month, {_COLUMNS})
+    SELECT company_id, endpoint_id, month, modules, xdr_sensors, used_central_scan, uptime_seconds,
            {", ".join(_DECODE.values())},
            container_host, heartbeats, first_seen_at, last_seen_at
-    FROM (SELECT endpoint_id, date_trunc('month', day)::date AS month, bit_or(modules) AS modules,
+    FROM (SELECT company_id, endpoint_id, date_trunc('month', day)::date AS month, bit_or(modules) AS modules,
                  bit_or(xdr_sensors) AS xdr_sensors, bool_or(used_central_scan) AS used_central_scan,
                  sum(uptime_seconds) AS uptime_seconds, bool_or(container_host) AS container_host,
                  sum(heartbeats) AS heartbeats, min(first_seen_at) AS first_seen_at,
                  max(last_seen_at) AS last_seen_at, max(latest) AS latest
-          FROM b{{{{n}}}} GROUP BY 1, 2) AS months
-    ON CONFLICT (endpoint_id, month) DO UPDATE SET {_MERGED}
-    RETURNING month
-), w{{{{n}}}} AS (
-    INSERT INTO {SCHEMA}.telemetry_rollupwatermark (id, seq) VALUES (1, {{{{high}}}})
-    ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq
-)""".format(t="t")
-MERGE_TOUCHED = "SELECT DISTINCT {company}::bigint, month FROM m{n}"
+          FROM b GROUP BY 1, 2, 3) AS months
+    ON CONFLICT (company_id, month, endpoint_id) DO UPDATE SET {{merged}}
+    RETURNING company_id, month
+), w AS (
+    INSERT INTO public.usage_rollupwatermark (company_id, seq) VALUES {{watermarks}}
+    ON CONFLICT (company_id) DO UPDATE SET seq = EXCLUDED.seq
+)
+SELECT DISTINCT company_id, month FROM m""".replace("{merged}", _MERGED.format(t="t"))
 
-# The figures of a batch of companies for one month, in one aggregate over the union of their
-# endpoint-month rows (one part per schema). `licensed`: held a seat at some time in the month (U1).
+# The figures of a batch of companies for one month, in one aggregate over their endpoint-month rows.
+# `licensed`: held a seat at some time in the month (U1).
 # Linux virtual machines count as servers (U6). Deductions apply only when the add-on is enabled,
 # so nothing is billed twice and nothing goes unbilled. Mailboxes (U14, U15) come from the month's
 # mailbox inventory of the companies with a mailbox product.
-ENDPOINT_MONTHS_PART = ("SELECT {company}::bigint AS company_id, m.endpoint_id, m.modules, m.xdr_sensors, "
-                        "m.used_central_scan, m.uptime_seconds, m.os_family, m.os_type, m.machine_type "
-                        f"FROM {SCHEMA}.telemetry_endpointmonth m WHERE m.month = %(month)s")
+ENDPOINT_MONTHS_SQL = ("SELECT m.company_id, m.endpoint_id, m.modules, m.xdr_sensors, m.used_central_scan, "
+                       "m.uptime_seconds, m.os_family, m.os_type, m.machine_type FROM public.usage_endpointmonth m "
+                       "WHERE m.company_id = ANY(%(companies)s) AND m.month = %(month)s")
 MAILBOXES_PART = ("SELECT {company}::bigint AS company_id, count(*) FILTER (WHERE product = 'exchange') AS exchange, "
                   "count(*) FILTER (WHERE product = 'email' AND \"primary\" "
                   "AND lower(COALESCE(object_class, '')) IN ('', 'user') "
@@ -133,15 +135,14 @@ NO_MAILBOXES = "SELECT NULL::bigint AS company_id, 0::bigint AS exchange, 0::big
 # T5, L4: an endpoint that held its seat for part of the month only (licensed, or expired, during it) counts
 # with what it ran on the days it held the seat: its endpoint-day rows whose activity overlaps a seat spell
 # (day granularity: such a day counts whole). Read only for the companies that have such seats this month.
-PROTECTED_DAYS_PART = ("SELECT {company}::bigint AS company_id, d.endpoint_id, bit_or(d.modules) AS modules, "
-                       "bit_or(d.xdr_sensors) AS xdr_sensors, bool_or(d.used_central_scan) AS used_central_scan, "
-                       "sum(d.uptime_seconds)::bigint AS uptime_seconds "
-                       f"FROM {SCHEMA}.telemetry_endpointday d JOIN public.licensing_seatassignment s "
-                       "ON s.company_id = {company} AND s.endpoint_id = d.endpoint_id "
-                       f"WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND {LICENSED_ON_DAY} "
-                       "GROUP BY d.endpoint_id")
-NO_PROTECTED_DAYS = ("SELECT NULL::bigint AS company_id, NULL::uuid AS endpoint_id, 0 AS modules, "
-                     "0::smallint AS xdr_sensors, false AS used_central_scan, 0::bigint AS uptime_seconds WHERE false")
+PROTECTED_DAYS_SQL = ("SELECT d.company_id, d.endpoint_id, bit_or(d.modules) AS modules, "
+                      "bit_or(d.xdr_sensors) AS xdr_sensors, bool_or(d.used_central_scan) AS used_central_scan, "
+                      "sum(d.uptime_seconds)::bigint AS uptime_seconds "
+                      "FROM public.usage_endpointday d JOIN public.licensing_seatassignment s "
+                      "ON s.company_id = d.company_id AND s.endpoint_id = d.endpoint_id "
+                      "WHERE d.company_id = ANY(%(part_month)s::bigint[]) "
+                      f"AND d.day >= %(start_day)s AND d.day < %(end_day)s AND {LICENSED_ON_DAY} "
+                      "GROUP BY d.company_id, d.endpoint_id")
 PART_MONTH_SEATS_SQL = f"""
 SELECT DISTINCT s.company_id FROM public.licensing_seatassignment s
 WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH} AND NOT {LICENSED_ALL_MONTH}
@@ -149,11 +150,11 @@ WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH} AND NOT {LICENSE
 FIGURES_SQL = f"""
 WITH terms AS (
     SELECT * FROM unnest(%(companies)s::bigint[], %(sve)s::boolean[], %(cp)s::boolean[]) AS t(company_id, sve, cp)
-), em AS ({{endpoint_months}}
+), em AS ({ENDPOINT_MONTHS_SQL}
 ), held AS (
     SELECT s.company_id, s.endpoint_id, {LICENSED_ALL_MONTH} AS whole FROM public.licensing_seatassignment s
     WHERE s.company_id = ANY(%(companies)s) AND {LICENSED_IN_MONTH}
-), protected AS ({{protected_days}}
+), protected AS ({PROTECTED_DAYS_SQL}
 ), counted_months AS (
     SELECT em.company_id, em.endpoint_id, em.os_family, em.os_type, em.machine_type,
            CASE WHEN held.whole THEN em.modules ELSE p.modules END AS modules,
@@ -213,13 +214,14 @@ charged AS (
     SELECT (SELECT t.key FROM tiers t
             WHERE t.enabled_at <= m.last_seen_at AND (t.disabled_at IS NULL OR t.disabled_at >= %(start)s)
             ORDER BY t.rank DESC LIMIT 1) AS tier
-    FROM (SELECT m.last_seen_at FROM {SCHEMA}.telemetry_endpointmonth m
-          JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = m.endpoint_id
-          WHERE m.month = %(month)s AND {LICENSED_ALL_MONTH}
-          UNION ALL  -- T5, L4: a seat held for part of the month: the days it was held (PROTECTED_DAYS_PART)
-          SELECT max(d.last_seen_at) FROM {SCHEMA}.telemetry_endpointday d
-          JOIN public.licensing_seatassignment s ON s.company_id = %(company)s AND s.endpoint_id = d.endpoint_id
-          WHERE d.day >= %(start_day)s AND d.day < %(end_day)s AND NOT {LICENSED_ALL_MONTH} AND {LICENSED_ON_DAY}
+    FROM (SELECT m.last_seen_at FROM public.usage_endpointmonth m
+          JOIN public.licensing_seatassignment s ON s.company_id = m.company_id AND s.endpoint_id = m.endpoint_id
+          WHERE m.company_id = %(company)s AND m.month = %(month)s AND {LICENSED_ALL_MONTH}
+          UNION ALL  -- T5, L4: a seat held for part of the month: the days it was held (PROTECTED_DAYS_SQL)
+          SELECT max(d.last_seen_at) FROM public.usage_endpointday d
+          JOIN public.licensing_seatassignment s ON s.company_id = d.company_id AND s.endpoint_id = d.endpoint_id
+          WHERE d.company_id = %(company)s AND d.day >= %(start_day)s AND d.day < %(end_day)s
+                AND NOT {LICENSED_ALL_MONTH} AND {LICENSED_ON_DAY}
           GROUP BY d.endpoint_id) AS m
 )
 SELECT %(company)s::bigint, %(month)s::date, tier, count(*) FROM charged WHERE tier IS NOT NULL GROUP BY tier)"""
@@ -300,7 +302,7 @@ class _Terms:
 
 
 def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) -> dict[int, dict]:
-    """The companies' own figures for the month, computed from their schemas in two statements.
+    """The companies' own figures for the month, computed in two statements.
     Pure read: nothing is written."""
     if not companies:
         return {}
@@ -308,7 +310,6 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
     enabled_of = _enabled_during([c.pk for c in companies], month)
     terms_of = {c.pk: enabled_of.get(c.pk, {}) for c in companies}
     mailbox_items = {"security_for_exchange", "email_security"}
-    endpoint_months = " UNION ALL ".join(_part(ENDPOINT_MONTHS_PART, c.schema_name, company=c.pk) for c in companies)
     mailboxes = " UNION ALL ".join(_part(MAILBOXES_PART, c.schema_name, company=c.pk) for c in companies
                                    if mailbox_items & set(terms_of[c.pk])) or NO_MAILBOXES
     params = {"month": month, "start": start, "end": end, "start_day": start.date(), "end_day": end.date(),
@@ -317,9 +318,7 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
               "cp": ["container_protection" in terms_of[c.pk] for c in companies]}
     with connection.cursor() as cursor:
         cursor.execute(PART_MONTH_SEATS_SQL, params)
-        part_month = {row[0] for row in cursor.fetchall()}
-    protected_days = " UNION ALL ".join(_part(PROTECTED_DAYS_PART, c.schema_name, company=c.pk) for c in companies
-                                        if c.pk in part_month) or NO_PROTECTED_DAYS
+        params["part_month"] = [row[0] for row in cursor.fetchall()]
     retention_parts = []
     for company in companies:
         enabled = terms_of[company.pk]
@@ -327,15 +326,14 @@ def _figures_compute(companies: list[Company], month: dt.date, terms: _Terms) ->
             ranks = terms.ranks()
             spans = [(key, ranks[key], e, d) for key in ranks for e, d in enabled.get(key, [])]
             if spans:
-                retention_parts.append(_compose(_part(RETENTION_PART, company.schema_name), {
+                retention_parts.append(_compose(RETENTION_PART, {
                     "company": company.pk, "month": month, "start": start, "end": end,
                     "start_day": start.date(), "end_day": end.date(),
                     "keys": [s[0] for s in spans], "ranks": [s[1] for s in spans],
                     "enabled": [s[2] for s in spans], "disabled": [s[3] for s in spans]}))
     tiers: dict[int, dict[str, int]] = defaultdict(dict)
     with connection.cursor() as cursor:
-        cursor.execute(FIGURES_SQL.replace("{endpoint_months}", endpoint_months).replace("{mailboxes}", mailboxes)
-                       .replace("{protected_days}", protected_days), params)
+        cursor.execute(FIGURES_SQL.replace("{mailboxes}", mailboxes), params)
         raws = {row[0]: dict(zip(FIGURE_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
         if retention_parts:
             cursor.execute(" UNION ALL ".join(retention_parts))
@@ -495,8 +493,9 @@ def _union_of(template: str, companies: list[Company]) -> str:
     return " UNION ALL ".join(_part(template, c.schema_name, company=c.pk) for c in companies)
 
 
-WATERMARKS_PART = ("SELECT {company}::bigint, COALESCE((SELECT seq FROM " + SCHEMA + ".telemetry_rollupwatermark "
-                   "WHERE id = 1), 0), COALESCE((SELECT max(seq) FROM " + SCHEMA + ".telemetry_heartbeat), 0)")
+WATERMARKS_PART = ("SELECT {company}::bigint, COALESCE((SELECT seq FROM public.usage_rollupwatermark "
+                   "WHERE company_id = {company}), 0), "
+                   "COALESCE((SELECT max(seq) FROM " + SCHEMA + ".telemetry_heartbeat), 0)")
 
 
 def _watermarks(cursor, companies: list[Company]) -> tuple[dict[int, tuple[int, int]], dict[int, set[dt.date]]]:
@@ -522,13 +521,13 @@ def _watermarks(cursor, companies: list[Company]) -> tuple[dict[int, tuple[int, 
 
 
 PENDING_SQL = (f"SELECT count(*) FROM {SCHEMA}.telemetry_heartbeat WHERE seq > "
-               f"COALESCE((SELECT seq FROM {SCHEMA}.telemetry_rollupwatermark WHERE id = 1), 0)")
+               "COALESCE((SELECT seq FROM public.usage_rollupwatermark WHERE company_id = %s), 0)")
 
 
 def heartbeats_pending(*, company: Company) -> int:
     """Heartbeats stored but not merged yet (operations and tests)."""
     with connection.cursor() as cursor:
-        cursor.execute(_part(PENDING_SQL, company.schema_name))
+        cursor.execute(PENDING_SQL.replace(SCHEMA, _quoted(company.schema_name)), [company.pk])
         return cursor.fetchone()[0]
 
 
@@ -547,10 +546,10 @@ def _merge(cursor, companies: list[Company], marks: dict[int, tuple[int, int]]) 
     touched: dict[int, set[dt.date]] = defaultdict(set)
     if not moving:
         return touched
-    ctes = ",".join(_part(MERGE_PART, c.schema_name, n=n, low=int(marks[c.pk][0]), high=int(marks[c.pk][1]))
-                    for n, c in enumerate(moving))
-    selects = " UNION ALL ".join(f"({MERGE_TOUCHED.format(company=c.pk, n=n)})" for n, c in enumerate(moving))
-    cursor.execute(f"WITH {ctes} {selects}")
+    parts = " UNION ALL ".join(_part(MERGE_PART, c.schema_name, company=c.pk, low=int(marks[c.pk][0]),
+                                     high=int(marks[c.pk][1])) for c in moving)
+    watermarks = ", ".join(f"({int(c.pk)}, {int(marks[c.pk][1])})" for c in moving)
+    cursor.execute(MERGE_SQL.replace("{parts}", parts).replace("{watermarks}", watermarks))
     for company_id, month in cursor.fetchall():
         touched[company_id].add(month)
     return touched
@@ -695,7 +694,7 @@ def heartbeats_purge(*, now: dt.datetime) -> int:
         with tenant_context(company), connection.cursor() as cursor:
             cursor.execute("DELETE FROM telemetry_heartbeat WHERE observed_at < %s AND observed_at < %s "
                            "AND received_at < %s AND seq <= "
-                           "COALESCE((SELECT seq FROM telemetry_rollupwatermark WHERE id = 1), 0)",
-                           [open_month, late_cutoff, late_cutoff])
+                           "COALESCE((SELECT seq FROM public.usage_rollupwatermark WHERE company_id = %s), 0)",
+                           [open_month, late_cutoff, late_cutoff, company.pk])
             removed += cursor.rowcount
     return removed

@@ -19,8 +19,9 @@ from companies.access import access_company_network
 from companies.models import Company
 from companies.selectors import access_company, companies_with_accounts_managed_by, company_list
 from licensing.seats import seat_state
+from usage.models import EndpointDay
 from usage.modules import MODULE_BITS
-from usage.telemetry.models import Endpoint, EndpointDay, Heartbeat
+from usage.telemetry.models import Endpoint, Heartbeat
 
 from ..fields import company_id
 from ..jsonrpc import Params, RpcContext, invalid_param, rpc_method
@@ -170,9 +171,9 @@ def get_managed_endpoint_details(ctx: RpcContext, params: dict) -> dict:
         endpoint = Endpoint.objects.get(pk=endpoint_id)
         last = Heartbeat.objects.filter(endpoint_id=endpoint_id).order_by("-observed_at").values_list(
             "modules", flat=True).first()
-        if last is None:
-            last = EndpointDay.objects.filter(endpoint_id=endpoint_id).order_by("-day").values_list(
-                "modules", flat=True).first()
+    if last is None:
+        last = EndpointDay.objects.filter(company=company, endpoint_id=endpoint_id).order_by("-day").values_list(
+            "modules", flat=True).first()
     seat = seat_state(company=company, endpoint_id=endpoint_id)
     online = endpoint.last_seen_at is not None and timezone.now() - endpoint.last_seen_at < ONLINE_WITHIN
     modules = last or 0

@@ -51,10 +51,10 @@ PROFILES = [("windows", "workstation", "physical"), ("windows", "workstation", "
             ("macos", "workstation", "physical")]
 ENDPOINT_COPY = ('COPY "{schema}".telemetry_endpoint (id, hardware_id, hostname, os_family, os_type, machine_type, '
                  "registered_at, last_seen_at) FROM STDIN")
-LASTING = ("endpoint_id, {when}, modules, xdr_sensors, used_central_scan, uptime_seconds, os_family, os_type, "
-           "machine_type, container_host, heartbeats, first_seen_at, last_seen_at")
-DAY_COPY = 'COPY "{schema}".telemetry_endpointday (' + LASTING.format(when="day") + ") FROM STDIN"
-MONTH_COPY = 'COPY "{schema}".telemetry_endpointmonth (' + LASTING.format(when="month") + ") FROM STDIN"
+LASTING = ("company_id, endpoint_id, {when}, modules, xdr_sensors, used_central_scan, uptime_seconds, os_family, "
+           "os_type, machine_type, container_host, heartbeats, first_seen_at, last_seen_at")
+DAY_COPY = "COPY public.usage_endpointday (" + LASTING.format(when="day") + ") FROM STDIN"
+MONTH_COPY = "COPY public.usage_endpointmonth (" + LASTING.format(when="month") + ") FROM STDIN"
 # the baseline: the same rows, straight from PostgreSQL to CSV
 BASELINE_COMPANIES = """COPY (
 SELECT c.lineage, c.name, c.type, c.license_key, u.product_type, u.month, u.licensed_endpoints, u.endpoint_usage,
@@ -63,8 +63,9 @@ SELECT c.lineage, c.name, c.type, c.license_key, u.product_type, u.month, u.lice
 FROM companies_company c JOIN usage_companymonthusage u ON u.company_id = c.id AND u.month = '{month}'
 WHERE c.lineage LIKE '{lineage}%' ORDER BY c.lineage) TO STDOUT WITH (FORMAT csv, HEADER)"""
 BASELINE_ENDPOINT = ("SELECT {company}::bigint AS company_id, e.hostname, m.os_type, m.machine_type, m.uptime_seconds, "
-                     "m.modules, m.xdr_sensors, m.used_central_scan FROM \"{schema}\".telemetry_endpointmonth m "
-                     "JOIN \"{schema}\".telemetry_endpoint e ON e.id = m.endpoint_id WHERE m.month = '{month}'")
+                     "m.modules, m.xdr_sensors, m.used_central_scan FROM public.usage_endpointmonth m "
+                     "JOIN \"{schema}\".telemetry_endpoint e ON e.id = m.endpoint_id "
+                     "WHERE m.company_id = {company} AND m.month = '{month}'")
 
 
 def _fill(company: Company, count: int, month: dt.date, now: dt.datetime, rng: random.Random) -> None:
@@ -89,8 +90,9 @@ def _fill(company: Company, count: int, month: dt.date, now: dt.datetime, rng: r
         uptime = rng.randint(600, 86_400)
         endpoints.append(f"{endpoint_id}\thw-{endpoint_id.hex}\thost-{endpoint_id.hex[:10]}\t{os_family}\t{os_type}\t"
                          f"{machine_type}\t{start.isoformat()}\t{seen.isoformat()}\n")
-        lasting = (f"{endpoint_id}\t{{when}}\t{modules}\t{sensors}\t{central}\t{uptime}\t{os_family}\t{os_type}\t"
-                   f"{machine_type}\t{'t' if container else 'f'}\t4\t{seen.isoformat()}\t{seen.isoformat()}\n")
+        lasting = (f"{company.pk}\t{endpoint_id}\t{{when}}\t{modules}\t{sensors}\t{central}\t{uptime}\t"
+                   f"{os_family}\t{os_type}\t{machine_type}\t{'t' if container else 'f'}\t4\t"
+                   f"{seen.isoformat()}\t{seen.isoformat()}\n")
         days.append(lasting.format(when=seen.date().isoformat()))
         months.append(lasting.format(when=month.isoformat()))
         licensed = rng.random() < 0.95
@@ -136,8 +138,7 @@ def test_report_csv_and_pdf_at_partner_scale(platform, stopwatch):
                 companies.append(company)
                 _fill(company, per_company + (1 if i < extra else 0), month, now, rng)
             with connection.cursor() as cursor:
-                for company in companies:
-                    cursor.execute(f'ANALYZE "{company.schema_name}".telemetry_endpointmonth')
+                cursor.execute("ANALYZE public.usage_endpointday, public.usage_endpointmonth")
             for company in tqdm([partner, *companies], desc="rollup (usage rows)", unit="co"):
                 usage_company_rollup(company_id=company.pk, months=[month])
         admin = make_user(company=partner)

@@ -135,19 +135,25 @@ def _baseline(companies: list[Company]) -> tuple[float, dict[int, tuple]]:
 
 
 def _sizes(companies: list[Company]) -> dict[str, tuple[int, int]]:
-    """Table -> (bytes with indexes, rows), over every bench schema."""
+    """Table -> (bytes with indexes, rows): the raw heartbeats over every bench schema, the lasting
+    rows in the public schema (only the bench's companies have any)."""
     sizes = {}
     with connection.cursor() as cursor:
-        for table in ("telemetry_heartbeat", "telemetry_endpointday", "telemetry_endpointmonth"):
-            total_bytes = total_rows = 0
-            for company in companies:
-                name = f'"{company.schema_name}".{table}'
-                cursor.execute(f"VACUUM ANALYZE {name}")
-                cursor.execute(SIZE_SQL, [name])
-                total_bytes += int(cursor.fetchone()[0])
-                cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608 - our own schema names
-                total_rows += cursor.fetchone()[0]
-            sizes[table] = (total_bytes, total_rows)
+        total_bytes = total_rows = 0
+        for company in companies:
+            name = f'"{company.schema_name}".telemetry_heartbeat'
+            cursor.execute(f"VACUUM ANALYZE {name}")
+            cursor.execute(SIZE_SQL, [name])
+            total_bytes += int(cursor.fetchone()[0])
+            cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608 - our own schema names
+            total_rows += cursor.fetchone()[0]
+        sizes["heartbeat"] = (total_bytes, total_rows)
+        for table in ("endpointday", "endpointmonth"):
+            cursor.execute(f"VACUUM ANALYZE public.usage_{table}")
+            cursor.execute(SIZE_SQL, [f"public.usage_{table}"])
+            total_bytes = int(cursor.fetchone()[0])
+            cursor.execute(f"SELECT count(*) FROM public.usage_{table}")  # noqa: S608 - our own table names
+            sizes[table] = (total_bytes, cursor.fetchone()[0])
     return sizes
 
 
@@ -192,22 +198,20 @@ def _rollup_all(companies: list[Company], month: dt.date) -> None:
 
 def _forget_rollups(companies: list[Company]) -> None:
     """Back to "nothing rolled up" without TRUNCATE, which would also cool the connection's caches."""
+    ids = [c.pk for c in companies]
     with connection.cursor() as cursor:
-        cursor.execute(";".join(f'DELETE FROM "{c.schema_name}".{table}' for c in companies  # noqa: S608 - our names
-                                for table in ("telemetry_endpointday", "telemetry_endpointmonth",
-                                              "telemetry_rollupwatermark")))
+        for table in ("usage_endpointday", "usage_endpointmonth", "usage_rollupwatermark"):
+            cursor.execute(f"DELETE FROM public.{table} WHERE company_id = ANY(%s)", [ids])  # noqa: S608 - our names
     CompanyMonthUsage.objects.filter(company__in=companies).delete()
 
 
 def _write_floor(companies: list[Company]) -> float:
-    """Seconds to INSERT just the endpoint-day rows the rollup wrote, with the same indexes, into
-    one table: what writing the lasting record costs before any counting."""
-    union = " UNION ALL ".join(f'SELECT * FROM "{c.schema_name}".telemetry_endpointday' for c in companies)
+    """Seconds to INSERT just the endpoint-day rows the rollup wrote, with the same key, into a table
+    like theirs: what writing the lasting record costs before any counting."""
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE bench_days AS {union}")  # noqa: S608 - our own schema names
-        cursor.execute("CREATE TABLE public.bench_floor (LIKE bench_days INCLUDING ALL)")
-        cursor.execute("CREATE UNIQUE INDEX ON public.bench_floor (endpoint_id, day)")
-        cursor.execute("CREATE INDEX ON public.bench_floor (day)")
+        cursor.execute("CREATE TEMP TABLE bench_days AS SELECT * FROM public.usage_endpointday "
+                       "WHERE company_id = ANY(%s)", [[c.pk for c in companies]])
+        cursor.execute("CREATE TABLE public.bench_floor (LIKE public.usage_endpointday INCLUDING ALL)")
         try:
             started = time.perf_counter()
             cursor.execute("INSERT INTO public.bench_floor SELECT * FROM bench_days")
@@ -320,9 +324,9 @@ def test_rollup_against_hand_written_aggregate(platform, stopwatch, shape, monke
     base_warm, warm, pool_warm = statistics.median(bases), statistics.median(warms), statistics.median(pool_warms)
     spent = {name: seconds / WARM_RUNS for name, seconds in spent.items()}  # per run, beside the median run
     endpoints_total = COMPANIES * ENDPOINTS
-    hb_bytes, hb_rows = sizes["telemetry_heartbeat"]
-    day_bytes, day_rows = sizes["telemetry_endpointday"]
-    month_bytes, month_rows = sizes["telemetry_endpointmonth"]
+    hb_bytes, hb_rows = sizes["heartbeat"]
+    day_bytes, day_rows = sizes["endpointday"]
+    month_bytes, month_rows = sizes["endpointmonth"]
     per_heartbeat = hb_bytes / hb_rows
     per_day_row = day_bytes / day_rows
     per_month_row = month_bytes / month_rows

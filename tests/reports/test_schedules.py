@@ -252,7 +252,7 @@ def test_R5_U12_a_company_failing_its_close_holds_back_only_its_own_subtrees_rep
 
     tree = build(platform)
     with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".telemetry_endpointmonth RENAME TO broken')
+        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".telemetry_heartbeat RENAME TO broken')
     with pytest.raises(MonthCloseIncomplete):
         usage_month_close(month=NOV)
     assert not MonthClose.objects.filter(month=NOV).exists()
@@ -269,7 +269,7 @@ def test_R5_U12_a_company_failing_its_close_holds_back_only_its_own_subtrees_rep
     assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == ["admin@a.test", "admin@p.test"]
 
     with connection.cursor() as cursor:  # repaired: the close's retry finishes the month
-        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".broken RENAME TO telemetry_endpointmonth')
+        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".broken RENAME TO telemetry_heartbeat')
     usage_month_close(month=NOV)
     assert run_deliver.apply(args=[run_s.pk]).get()["sent"] == 1
     assert smtp.to("admin@s.test")

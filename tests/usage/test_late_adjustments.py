@@ -133,7 +133,7 @@ def test_U12_a_company_failing_alone_is_reported_as_failed_not_raised(platform):
     company = company_with(platform, "endpoint_security", "a_la_carte")
     Machine(company).beat(timezone.now())
     with connection.cursor() as cursor:
-        cursor.execute(f'DROP TABLE "{company.schema_name}".telemetry_endpointmonth CASCADE')
+        cursor.execute(f'DROP TABLE "{company.schema_name}".telemetry_heartbeat CASCADE')
     assert usage_rollup_batch(company_ids=[company.pk]) == ({}, [company.pk])
 
 

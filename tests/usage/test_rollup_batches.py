@@ -202,8 +202,8 @@ def test_T4_one_broken_company_does_not_hold_back_its_batch(platform):
         Machine(company).beat(DAY)
     PendingRollup.objects.bulk_create([PendingRollup(company=c) for c in companies])
     broken = companies[1]
-    with connection.cursor() as cursor:  # say its schema was dropped by a delete racing the rollup
-        cursor.execute(f'DROP TABLE "{broken.schema_name}".telemetry_endpointmonth CASCADE')
+    with connection.cursor() as cursor:  # say its schema is being changed by a migration racing the rollup
+        cursor.execute(f'ALTER TABLE "{broken.schema_name}".telemetry_heartbeat RENAME COLUMN modules TO away')
     with pytest.raises(RollupFailed, match=rf"\[{broken.pk}\]"):
         rollup_companies.apply(args=[[c.pk for c in companies], [NOV.isoformat()]]).get()
     for healthy in (companies[0], companies[2]):
@@ -249,9 +249,9 @@ def test_T4_a_rollup_stopped_while_taking_ingest_locks_keeps_none_of_them(platfo
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("table", ["telemetry_endpointmonth",  # fails in the merge
-                                   "telemetry_rollupwatermark"])  # fails while the ingest locks are held
-def test_U12_month_close_finalizes_the_others_and_waits_for_a_broken_company(platform, table):
+@pytest.mark.parametrize("broken_part", ["COLUMN modules",  # fails in the merge
+                                         "telemetry_heartbeat"])  # fails while the ingest locks are held
+def test_U12_month_close_finalizes_the_others_and_waits_for_a_broken_company(platform, broken_part):
     from usage.models import MonthClose
     from usage.rollups import MonthCloseIncomplete
 
@@ -259,8 +259,10 @@ def test_U12_month_close_finalizes_the_others_and_waits_for_a_broken_company(pla
     for company in companies:
         Machine(company).beat(DAY)
     broken = companies[1]
+    table = f'"{broken.schema_name}".telemetry_heartbeat'
+    away = f"RENAME {broken_part} TO away" if broken_part.startswith("COLUMN") else "RENAME TO away"
     with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{broken.schema_name}".{table} RENAME TO {table}_away')
+        cursor.execute(f"ALTER TABLE {table} {away}")
     with pytest.raises(MonthCloseIncomplete, match=rf"\[{broken.pk}\]"):
         usage_month_close(month=NOV)
     assert not MonthClose.objects.filter(month=NOV).exists()  # report emails keep waiting
@@ -270,7 +272,8 @@ def test_U12_month_close_finalizes_the_others_and_waits_for_a_broken_company(pla
                for c in (companies[0], companies[2]))
 
     with connection.cursor() as cursor:  # repaired: the next run finishes the close
-        cursor.execute(f'ALTER TABLE "{broken.schema_name}".{table}_away RENAME TO {table}')
+        cursor.execute(f"ALTER TABLE {table} RENAME COLUMN away TO modules" if broken_part.startswith("COLUMN")
+                       else f'ALTER TABLE "{broken.schema_name}".away RENAME TO telemetry_heartbeat')
     assert usage_month_close(month=NOV) >= 3
     assert MonthClose.objects.filter(month=NOV).exists()
     assert _figures(broken)["endpoint_usage"] == 1

@@ -11,9 +11,8 @@ from licensing.entitlements import entitlements_set
 from licensing.seats import reservation_set
 from tests.factories import make_company, make_partner
 from tests.usage.fleet import Machine, mailbox
-from usage.models import CompanyMonthUsage, LateAdjustment
+from usage.models import CompanyMonthUsage, EndpointDay, LateAdjustment
 from usage.rollups import heartbeats_pending, usage_company_rollup, usage_month_close
-from usage.telemetry.models import EndpointDay
 
 pytestmark = pytest.mark.django_db
 
@@ -301,9 +300,8 @@ def test_T4_rollup_counts_each_heartbeat_once_and_is_idempotent(platform):
         machine.beat(DAY + dt.timedelta(hours=i), scan="central", uptime=1000)
     usage_company_rollup(company_id=company.pk)
     usage_company_rollup(company_id=company.pk)
-    with tenant_context(company):
-        day = EndpointDay.objects.get()
-        assert (day.uptime_seconds, day.heartbeats) == (4000, 4)
+    day = EndpointDay.objects.get(company=company)
+    assert (day.uptime_seconds, day.heartbeats) == (4000, 4)
     assert heartbeats_pending(company=company) == 0
     assert CompanyMonthUsage.objects.get(company=company, month=NOV).sve_vdi_hours == 2
 
@@ -338,5 +336,5 @@ def test_T4_purge_removes_only_merged_heartbeats_past_the_late_window(platform):
     assert heartbeats_purge(now=dt.datetime(2027, 1, 15, tzinfo=dt.UTC)) == 1
     with tenant_context(company):
         assert set(Heartbeat.objects.values_list("id", flat=True)) == {open_month, waiting}
-        assert EndpointDay.objects.filter(day=DAY.date()).exists()
+    assert EndpointDay.objects.filter(company=company, day=DAY.date()).exists()
     assert heartbeats_purge(now=dt.datetime(2026, 12, 1, tzinfo=dt.UTC)) == 0  # inside the late window

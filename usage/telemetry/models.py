@@ -1,7 +1,10 @@
-"""Network data of one company, kept in that company's schema.
+"""Network data of one company, kept in that company's schema: its endpoints, the raw heartbeats
+they send and its mailbox inventory.
 
 Tenant schemas are kept small: every migration here runs once per company. Module sets are
-bitmasks (usage/modules.py) so a month's union is one bit_or.
+bitmasks (usage/modules.py) so a month's union is one bit_or. The lasting rows the heartbeats are
+rolled up into (endpoint-day, endpoint-month) and the rollup's watermark are company-scoped rows in
+the public schema (usage.models; docs/decisions.md, "Lasting rows out of the company schemas").
 """
 
 import uuid
@@ -47,7 +50,7 @@ class Heartbeat(models.Model):
 
     The table also has `seq`, an identity column this model does not declare (the database numbers
     each stored heartbeat; only the rollup's SQL reads it): the rollup merges the heartbeats above
-    the company's watermark (telemetry_rollupwatermark) and moves the watermark in the same
+    the company's watermark (usage_rollupwatermark) and moves the watermark in the same
     transaction, so each row is counted exactly once without rewriting it (see usage/rollups.py)."""
 
     id = models.UUIDField(primary_key=True)  # the agent's heartbeat id: duplicates vanish (T4)
@@ -70,53 +73,6 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
-
-
-class Activity(models.Model):
-    """What an endpoint ran over a period: the columns endpoint-day and endpoint-month share. Every
-    one merges associatively (bit_or, sums, least/greatest, the latest shape: usage/rollups.py)."""
-
-    endpoint_id = models.UUIDField()
-    modules = models.IntegerField()
-    xdr_sensors = models.SmallIntegerField()
-    used_central_scan = models.BooleanField()
-    uptime_seconds = models.BigIntegerField()
-    os_family = models.CharField(max_length=16)
-    os_type = models.CharField(max_length=16)
-    machine_type = models.CharField(max_length=16)
-    container_host = models.BooleanField()
-    heartbeats = models.IntegerField()
-    first_seen_at = models.DateTimeField()
-    last_seen_at = models.DateTimeField()
-
-    class Meta:
-        abstract = True
-
-
-class EndpointDay(Activity):
-    """What one endpoint ran on one UTC day: the lasting record."""
-
-    day = models.DateField()
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["endpoint_id", "day"], name="endpoint_day_unique")]
-        indexes = [models.Index(fields=["day"], name="endpoint_day_day")]
-
-    def __str__(self) -> str:
-        return f"{self.endpoint_id} {self.day}"
-
-
-class EndpointMonth(Activity):
-    """An endpoint's month, merged from its days' heartbeats: modules at any time in the month (U rules)."""
-
-    month = models.DateField()  # first day of the month
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["endpoint_id", "month"], name="endpoint_month_unique")]
-        indexes = [models.Index(fields=["month"], name="endpoint_month_month")]
-
-    def __str__(self) -> str:
-        return f"{self.endpoint_id} {self.month:%Y-%m}"
 
 
 class MailboxMonth(models.Model):
