@@ -218,6 +218,11 @@ class EndpointDay(Activity):
     pk = models.CompositePrimaryKey("company_id", "day", "endpoint_id")
     day = models.DateField()
 
+    class Meta:
+        # one endpoint's days (the days a part-month seat was held, its last day): without it each lookup
+        # would walk all of the company's days in the month, or its whole history
+        indexes = [models.Index(fields=["company", "endpoint_id", "day"], name="endpoint_day_endpoint")]
+
     def __str__(self) -> str:
         return f"{self.endpoint_id} {self.day}"
 

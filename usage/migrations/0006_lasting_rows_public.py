@@ -61,7 +61,7 @@ class Migration(migrations.Migration):
                 ('company', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='companies.company')),
             ],
             options={
-                'abstract': False,
+                'indexes': [models.Index(fields=['company', 'endpoint_id', 'day'], name='endpoint_day_endpoint')],
             },
         ),
         migrations.CreateModel(

@@ -4,6 +4,15 @@ them into company-scoped rows there."""
 from django.db import migrations
 
 
+def public_schema_migrated_first(apps, schema_editor):
+    """The copy runs with the public schema's migrations: migrating company schemas alone (migrate_schemas
+    --tenant) must not drop tables whose rows were never copied."""
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('public.usage_rollupwatermark')")
+        if cursor.fetchone()[0] is None:
+            raise RuntimeError("Migrate the public schema first (usage 0006 copies the rows this migration drops).")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -12,6 +21,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(public_schema_migrated_first),  # and irreversible: the copies would be lost
         migrations.DeleteModel(
             name='EndpointDay',
         ),
