@@ -188,7 +188,11 @@ class Activity(models.Model):
     """What an endpoint ran over a period: the columns endpoint-day and endpoint-month share. Every
     one merges associatively (bit_or, sums, least/greatest, the latest shape: usage/rollups.py)."""
 
-    company = models.ForeignKey(Company, related_name="+", on_delete=models.CASCADE, db_index=False)
+    # no database constraint: it would be checked for every row a rollup writes (tens of thousands per run, at
+    # its commit); only the rollup writes these rows, for companies it has just read under their rollup lock,
+    # and a company is deleted only without endpoints (companies.services.company_delete), its rows by the ORM
+    company = models.ForeignKey(Company, related_name="+", on_delete=models.CASCADE, db_index=False,
+                                db_constraint=False)
     endpoint_id = models.UUIDField()
     modules = models.IntegerField()
     xdr_sensors = models.SmallIntegerField()
@@ -241,7 +245,8 @@ class RollupWatermark(models.Model):
     """The number (`seq`) of the last heartbeat of the company's schema merged into its endpoint-day and
     endpoint-month rows; moved in the statement that merges them (usage/rollups.py)."""
 
-    company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+",
+                                   db_constraint=False)  # as Activity.company
     seq = models.BigIntegerField()
 
     def __str__(self) -> str:

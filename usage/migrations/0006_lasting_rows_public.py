@@ -37,7 +37,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name='RollupWatermark',
             fields=[
-                ('company', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='companies.company')),
+                ('company', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='+', serialize=False, to='companies.company')),
                 ('seq', models.BigIntegerField()),
             ],
         ),
@@ -58,7 +58,7 @@ class Migration(migrations.Migration):
                 ('last_seen_at', models.DateTimeField()),
                 ('pk', models.CompositePrimaryKey('company_id', 'day', 'endpoint_id', blank=True, editable=False, primary_key=True, serialize=False)),
                 ('day', models.DateField()),
-                ('company', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='companies.company')),
+                ('company', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='companies.company')),
             ],
             options={
                 'indexes': [models.Index(fields=['company', 'endpoint_id', 'day'], name='endpoint_day_endpoint')],
@@ -81,7 +81,7 @@ class Migration(migrations.Migration):
                 ('last_seen_at', models.DateTimeField()),
                 ('pk', models.CompositePrimaryKey('company_id', 'month', 'endpoint_id', blank=True, editable=False, primary_key=True, serialize=False)),
                 ('month', models.DateField()),
-                ('company', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='companies.company')),
+                ('company', models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='companies.company')),
             ],
             options={
                 'abstract': False,
