@@ -398,22 +398,23 @@ def report_chart_series(*, scope: ReportScope, figures: dict) -> list:
     start, end = month_bounds(scope.month)
     days = [(start + dt.timedelta(days=i)).date() for i in range((end - start).days)]
     counts = {key: dict.fromkeys(days, 0) for key, *_ in CHART_SERIES}
-    columns = ", ".join(f"count(*) FILTER (WHERE {cond} AND '{item}' = ANY(x.enabled))"
-                        for _, _, cond, item in CHART_SERIES)
-    for chunk in _chunks(_all_members(scope)):
-        parts, params = [], []
-        for member in chunk:
-            # T5, L4: the days an endpoint held a seat, as the figures count them
-            parts.append("SELECT d.day, d.modules, d.machine_type, d.used_central_scan, %s::text[] AS enabled "  # noqa: S608 - parameters
-                         "FROM public.usage_endpointday d WHERE d.company_id = %s AND d.day >= %s AND d.day < %s "
-                         "AND EXISTS (SELECT 1 FROM public.licensing_seatassignment h "
-                         f"WHERE h.company_id = d.company_id AND h.endpoint_id = d.endpoint_id AND {LICENSED_ON_DAY})")
-            params += [list(member.enabled), member.id, start.date(), end.date()]
+    members = _all_members(scope)
+    if members:
+        # each series counts only the companies where its item is enabled: one id list per series
+        columns = ", ".join(f"count(*) FILTER (WHERE {cond} AND x.company_id = ANY(%s::bigint[]))"
+                            for _, _, cond, _ in CHART_SERIES)
+        params = [[m.id for m in members if item in m.enabled] for *_, item in CHART_SERIES]
+        # T5, L4: the days an endpoint held a seat, as the figures count them
+        sql = (f"SELECT x.day, {columns} FROM (SELECT d.* FROM public.usage_endpointday d "  # noqa: S608 - parameters
+               "WHERE d.company_id = ANY(%s::bigint[]) AND d.day >= %s AND d.day < %s "
+               "AND EXISTS (SELECT 1 FROM public.licensing_seatassignment h "
+               f"WHERE h.company_id = d.company_id AND h.endpoint_id = d.endpoint_id AND {LICENSED_ON_DAY})) x "
+               "GROUP BY x.day")
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT x.day, {columns} FROM ({' UNION ALL '.join(parts)}) x GROUP BY x.day", params)  # noqa: S608 - quoted names, parameters
+            cursor.execute(sql, [*params, [m.id for m in members], start.date(), end.date()])
             for day, *values in cursor.fetchall():
                 for (key, *_), value in zip(CHART_SERIES, values, strict=True):
-                    counts[key][day] += value
+                    counts[key][day] = value
     gate = {"sve": "sve_vs"}
     series = []
     for key, label, _, _ in CHART_SERIES:

@@ -527,7 +527,7 @@ PENDING_SQL = (f"SELECT count(*) FROM {SCHEMA}.telemetry_heartbeat WHERE seq > "
 def heartbeats_pending(*, company: Company) -> int:
     """Heartbeats stored but not merged yet (operations and tests)."""
     with connection.cursor() as cursor:
-        cursor.execute(PENDING_SQL.replace(SCHEMA, _quoted(company.schema_name)), [company.pk])
+        cursor.execute(_part(PENDING_SQL, company.schema_name), [company.pk])
         return cursor.fetchone()[0]
 
 

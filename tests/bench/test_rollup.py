@@ -48,7 +48,7 @@ from companies.services import company_create
 from licensing.entitlements import entitlements_set
 from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of
-from tests.bench.cleanup import remove_earlier_runs
+from tests.bench.cleanup import LASTING, lasting_rows_delete, remove_earlier_runs
 from tests.conftest import ROOT, worker_database_url
 from usage.models import CompanyMonthUsage
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
@@ -224,11 +224,9 @@ def _forget_rollups(companies: list[Company]) -> None:
     tables are vacuumed after the DELETE, as they are after a first fill: the product never deletes these
     rows, and a merge into tables full of dead index entries would measure the bench's reset, not the
     rollup."""
-    ids = [c.pk for c in companies]
-    tables = ("usage_endpointday", "usage_endpointmonth", "usage_rollupwatermark", "usage_companymonthusage")
+    tables = (*LASTING, "usage_companymonthusage")
+    lasting_rows_delete([c.pk for c in companies], tables=tables)
     with connection.cursor() as cursor:
-        for table in tables:
-            cursor.execute(f"DELETE FROM public.{table} WHERE company_id = ANY(%s)", [ids])  # noqa: S608 - our names
         cursor.execute(f"VACUUM {', '.join(f'public.{table}' for table in tables)}")
 
 

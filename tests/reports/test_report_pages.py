@@ -146,3 +146,32 @@ def test_R1_U11_a_report_adding_product_types_together_says_so(partner_client, t
     # a company of one product type has nothing to warn about
     alone = partner_client.get(url("reports:index", company=tree.a.pk)).content.decode()
     assert 'data-testid="mixed-products"' not in alone
+
+
+def test_R2_C6_chart_counts_the_subtree_only_where_each_item_is_enabled(tree):
+    """The daily chart reads the company-scoped endpoint-day rows in one statement: each series counts the
+    subtree's companies with its item enabled, and another partner's company never reaches it."""
+    import datetime as dt
+
+    from licensing.entitlements import entitlements_set
+    from reports.builder import report_build
+    from tests.reports.fleet_setup import DAY, NOV, admin_of
+    from tests.usage.fleet import Machine
+    from usage.rollups import usage_company_rollup
+
+    def day_counts(company, key):
+        report = report_build(actor=admin_of(company), company=company, month=NOV)
+        return {day.day: n for day, n in next(c for c in report.chart if c.key == key).points if n}
+
+    # A's 1 patched endpoint and C's 2; EDR: A's 2 (E's EDR endpoints run the EDR product type, not the add-on)
+    assert day_counts(tree.p, "patch_management") == {DAY.day: 3}
+    assert day_counts(tree.p, "edr") == {DAY.day: 2}
+    entitlements_set(actor=None, company=tree.s, purpose="resell", keys={"endpoint_security", "a_la_carte",
+                                                                          "patch_management"})
+    entitlements_set(actor=None, company=tree.z, purpose="own", keys={"endpoint_security", "a_la_carte",
+                                                                        "patch_management"})
+    for _ in range(4):
+        Machine(tree.z).beat(DAY + dt.timedelta(days=1), modules=["antimalware", "patch_management"])
+    usage_company_rollup(company_id=tree.z.pk, months=[NOV])
+    assert day_counts(tree.s, "patch_management") == {DAY.day + 1: 4}
+    assert day_counts(tree.p, "patch_management") == {DAY.day: 3}
