@@ -39,8 +39,12 @@ from .telemetry.models import MachineType, OsFamily, OsType
 logger = logging.getLogger(__name__)
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
-BATCH_SIZE = 50  # companies per rollup transaction: ingestion for them waits on its commit, and each
-# company's heartbeat table and its indexes are locked to the end (max_locks_per_transaction is shared)
+# Companies per rollup transaction. Ingestion for them waits on its commit (about 0.2 s for 100), and each
+# company's heartbeat table, its indexes and sequence are locked to the end: about 5 locks a company, 500
+# for a batch, against the server's shared table of max_locks_per_transaction (64) x max_connections (100)
+# = 6,400 entries, so a pool of 4 workers stays well inside it. Larger batches stop paying: the per-batch
+# statements are spread over enough companies at 100 (docs/decisions.md, Issue 5).
+BATCH_SIZE = 100
 SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")
 LICENSED_ALL_MONTH = licensed_whole_period_sql(seat="s", start="%(start)s", end="%(end)s")
@@ -493,18 +497,21 @@ def _union_of(template: str, companies: list[Company]) -> str:
     return " UNION ALL ".join(_part(template, c.schema_name, company=c.pk) for c in companies)
 
 
-WATERMARKS_PART = ("SELECT {company}::bigint, COALESCE((SELECT seq FROM public.usage_rollupwatermark "
-                   "WHERE company_id = {company}), 0), "
-                   "COALESCE((SELECT max(seq) FROM " + SCHEMA + ".telemetry_heartbeat), 0)")
+# The newest number handed out to a company's heartbeats: read from the identity sequence of `seq`, not as
+# max(seq) over the table (an index lookup per company, whose planning cost five times the read). The same
+# bound under the ingest locks: a number is handed out only to an insert holding its lock, so every number
+# up to it belongs to a committed heartbeat or to none (a rolled-back insert, a duplicate dropped on its id).
+WATERMARKS_PART = ("SELECT {company}::bigint, CASE WHEN is_called THEN last_value ELSE last_value - 1 END "
+                   "FROM " + SCHEMA + ".telemetry_heartbeat_seq_seq")
 
 
 def _watermarks(cursor, companies: list[Company]) -> tuple[dict[int, tuple[int, int]], dict[int, set[dt.date]]]:
-    """Per company: (merged up to, newest committed heartbeat number), and the companies' "rollup
+    """Per company: (merged up to, newest heartbeat number handed out), and the companies' "rollup
     pending" marks taken down in the same instant, with the months they name (mailbox reports).
 
     The ingest locks are taken as session locks (ascending) and released at once (held to the end of
     the transaction they would stop ingestion for the whole rollup). While they are held no insert
-    is in flight, so every number up to the newest is committed, and an insert that comes after
+    is in flight, so every heartbeat numbered up to the newest is committed, and an insert that comes after
     finds the mark being deleted, waits for this transaction and sets it again: no heartbeat loses
     its mark. The watermark itself only moves under the rollup lock, which this transaction holds.
     """
@@ -515,9 +522,12 @@ def _watermarks(cursor, companies: list[Company]) -> tuple[dict[int, tuple[int, 
                    [[c.pk for c in companies]])
     pending = {company_id: set(months) for company_id, months in cursor.fetchall()}
     cursor.execute(_union_of(WATERMARKS_PART, companies))
-    marks = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    newest = dict(cursor.fetchall())
     cursor.execute("SELECT count(pg_advisory_unlock(k)) FROM unnest(%s::bigint[]) AS k", [keys])
-    return marks, pending
+    cursor.execute("SELECT company_id, seq FROM public.usage_rollupwatermark WHERE company_id = ANY(%s)",
+                   [[c.pk for c in companies]])
+    merged = dict(cursor.fetchall())
+    return {c.pk: (merged.get(c.pk, 0), newest[c.pk]) for c in companies}, pending
 
 
 PENDING_SQL = (f"SELECT count(*) FROM {SCHEMA}.telemetry_heartbeat WHERE seq > "

@@ -243,16 +243,17 @@ def test_R5_U12_a_scheduled_run_waits_for_its_month_to_be_closed(platform, smtp,
 @pytest.mark.django_db
 def test_R5_U12_a_company_failing_its_close_holds_back_only_its_own_subtrees_reports(platform, smtp,  # noqa: F811
                                                                                         media):  # noqa: F811
-    """Partner S's customer Z cannot be rolled up (its schema lost a table): the month close
-    finalizes everyone else and keeps retrying, so MonthClose is not written. P's report on A does
-    not depend on Z and is sent; a report on S's subtree waits until Z is finalized too."""
+    """Partner S's customer Z cannot be rolled up (its schema lost the sequence numbering its heartbeats,
+    which every rollup reads): the month close finalizes everyone else and keeps retrying, so MonthClose
+    is not written. P's report on A does not depend on Z and is sent; a report on S's subtree waits until
+    Z is finalized too."""
     from reports.tasks import run_deliver
     from usage.rollups import MonthCloseIncomplete, usage_month_close
     from usage.selectors import month_closed_at
 
     tree = build(platform)
     with connection.cursor() as cursor:
-        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".telemetry_heartbeat RENAME TO broken')
+        cursor.execute(f'ALTER SEQUENCE "{tree.z.schema_name}".telemetry_heartbeat_seq_seq RENAME TO broken')
     with pytest.raises(MonthCloseIncomplete):
         usage_month_close(month=NOV)
     assert not MonthClose.objects.filter(month=NOV).exists()
@@ -269,7 +270,7 @@ def test_R5_U12_a_company_failing_its_close_holds_back_only_its_own_subtrees_rep
     assert sorted(rcpts[0] for rcpts, _ in smtp.messages) == ["admin@a.test", "admin@p.test"]
 
     with connection.cursor() as cursor:  # repaired: the close's retry finishes the month
-        cursor.execute(f'ALTER TABLE "{tree.z.schema_name}".broken RENAME TO telemetry_heartbeat')
+        cursor.execute(f'ALTER SEQUENCE "{tree.z.schema_name}".broken RENAME TO telemetry_heartbeat_seq_seq')
     usage_month_close(month=NOV)
     assert run_deliver.apply(args=[run_s.pk]).get()["sent"] == 1
     assert smtp.to("admin@s.test")

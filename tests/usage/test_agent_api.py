@@ -7,7 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_tenants.utils import tenant_context
@@ -18,9 +18,9 @@ from licensing.models import SeatAssignment, SeatState
 from licensing.seats import pool_of, reservation_set, seats_expire_trials, trial_end_for
 from tests.factories import make_company
 from usage.agent import agent_register, install_token_for, install_token_rotate
-from usage.models import AgentCredential, MonthClose, PendingRollup, late_horizon
+from usage.models import AgentCredential, EndpointDay, MonthClose, PendingRollup, RollupWatermark, late_horizon
 from usage.modules import MODULE_BITS, SCAN_MODES, XDR_SENSOR_BITS
-from usage.rollups import heartbeats_pending
+from usage.rollups import heartbeats_pending, usage_company_rollup
 from usage.telemetry.models import Endpoint, Heartbeat, MailboxMonth
 
 pytestmark = pytest.mark.django_db
@@ -222,6 +222,35 @@ def test_T4_duplicate_heartbeat_counted_once(client, company):
     again = send(client, token, [item]).json()
     assert (again["accepted"], again["duplicates"]) == (0, 1)
     assert sorted(str(row.id) for row in stored(company)) == sorted([item["id"], other["id"]])
+
+
+def test_T4_numbers_drawn_for_no_stored_heartbeat_are_passed_over(client, company):
+    """The rollup bounds what it merges by the newest number the sequence numbering the company's
+    heartbeats has handed out (usage/rollups.py). A resend (its number drawn, its row dropped as a
+    duplicate) and an insert rolled back leave gaps: the watermark passes over them, nothing is counted
+    twice, and the heartbeat after them is merged."""
+    endpoint_id, token = agent(client, company)
+    first = heartbeat()
+    send(client, token, [first])
+    usage_company_rollup(company_id=company.pk)
+    merged = RollupWatermark.objects.get(company=company).seq
+
+    assert send(client, token, [first]).json()["duplicates"] == 1
+    with pytest.raises(RuntimeError), transaction.atomic(), tenant_context(company):
+        Heartbeat.objects.create(id=uuid.uuid4(), endpoint_id=endpoint_id, observed_at=timezone.now(),
+                                 received_at=timezone.now(), os_family="linux", os_type="server",
+                                 machine_type="virtual", container_host=False, modules=1, scan_mode=1,
+                                 uptime_seconds=60, xdr_sensors=0)
+        raise RuntimeError("rolled back")
+    usage_company_rollup(company_id=company.pk)
+    assert RollupWatermark.objects.get(company=company).seq == merged + 2
+    days = EndpointDay.objects.filter(company=company, endpoint_id=endpoint_id)
+    assert [(d.heartbeats, d.uptime_seconds) for d in days] == [(1, 900)]
+
+    send(client, token, [heartbeat()])
+    usage_company_rollup(company_id=company.pk)
+    assert heartbeats_pending(company=company) == 0
+    assert [(d.heartbeats, d.uptime_seconds) for d in days.all()] == [(2, 1800)]
 
 
 def test_T4_heartbeat_for_finalized_month_is_kept(client, company):
