@@ -42,6 +42,7 @@ MAX_ROWS = 50_000
 MAX_NEW_COMPANIES = 1_000
 LOCKS_PER_RELATION = 3
 LOCKS_PER_COMPANY_BASE = 4
+IMPORT_LOCK_SHARE = 2  # an import may take 1/2 of the lock table (import_company_limit)
 ENDPOINT_BATCH = 1_000
 PREVIEW_COMPANIES = 200
 PROGRESS_TTL_SECONDS = 6 * 3600
@@ -187,8 +188,10 @@ class _Plan:
 
 
 def import_company_limit() -> int:
-    """How many companies one file may create: the server's lock table over the locks one new
-    company schema holds until commit (see MAX_NEW_COMPANIES)."""
+    """How many companies one file may create: half the server's lock table (the other half stays for
+    what runs beside the import, above all the rollup workers' batches, each holding up to ~1,000 locks
+    until it commits: usage.rollups.BATCH_SIZE) over the locks one new company schema holds until
+    commit (see MAX_NEW_COMPANIES)."""
     from django.conf import settings
 
     with connection.cursor() as cursor:
@@ -199,7 +202,7 @@ def import_company_limit() -> int:
             [settings.TENANT_BASE_SCHEMA])
         lock_slots, relations = cursor.fetchone()
     per_company = LOCKS_PER_RELATION * max(relations, 1) + LOCKS_PER_COMPANY_BASE
-    return max(1, min(MAX_NEW_COMPANIES, lock_slots // per_company))
+    return max(1, min(MAX_NEW_COMPANIES, lock_slots // IMPORT_LOCK_SHARE // per_company))
 
 
 def _plan_start(job: ImportJob) -> _Plan:

@@ -39,7 +39,7 @@ class CompanyTask(Task):
 
 # Database sessions in workers. Celery's Django fixup closes the connection after every task unless
 # CELERY_DB_REUSE_MAX is set (settings.py sets it), so each task would pay a new PostgreSQL session
-# and a cold catalogue cache: a rollup batch names some 50 company schemas, and rebuilding their
+# and a cold catalogue cache: a rollup batch names some 100 company schemas, and rebuilding their
 # relation caches cost more than the batch's own work (docs/decisions.md, Issue 5 > Benchmarks).
 # A worker keeps its session instead, on the same terms as a web process keeps one between
 # requests, and drops it whenever it might not be sound.

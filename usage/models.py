@@ -242,8 +242,10 @@ class EndpointMonth(Activity):
 
 
 class RollupWatermark(models.Model):
-    """The number (`seq`) of the last heartbeat of the company's schema merged into its endpoint-day and
-    endpoint-month rows; moved in the statement that merges them (usage/rollups.py)."""
+    """The heartbeat number (`seq`) up to which the company's heartbeats are merged into its endpoint-day
+    and endpoint-month rows (the newest number handed out when the rollup ran, which may belong to no
+    stored heartbeat: a duplicate dropped on its id); moved in the statement that merges them
+    (usage/rollups.py)."""
 
     company = models.OneToOneField(Company, on_delete=models.CASCADE, primary_key=True, related_name="+",
                                    db_constraint=False)  # as Activity.company

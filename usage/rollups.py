@@ -6,10 +6,11 @@ rows of the public schema, one computes every company's figures, one stores them
 a batch of one). Statements name each company's heartbeat table with its schema, so a batch costs a
 handful of round trips whatever its size, and a company's work is the same whichever batch it is in.
 
-Exactly-once from a watermark: the database numbers each stored heartbeat (`seq`); a rollup reads
-the newest number while holding the company's ingest lock exclusively (for an instant: every insert
-holds it shared until it commits, so every number up to the one read is committed), merges the
-heartbeats between the company's watermark and that number into endpoint-day and endpoint-month,
+Exactly-once from a watermark: the database numbers each stored heartbeat (`seq`, from the sequence
+telemetry_heartbeat_seq_seq); a rollup reads the newest number handed out while holding the company's
+ingest lock exclusively (for an instant: every insert holds it shared until it commits, so every number
+up to the one read belongs to a committed heartbeat or to none, such as a duplicate dropped on its id),
+merges the heartbeats between the company's watermark and that number into endpoint-day and endpoint-month,
 and moves the watermark in the same statement. A killed worker leaves all of it unchanged;
 heartbeats stored meanwhile wait for the next run. Nothing rewrites the raw rows. The company-month
 row is recomputed from the endpoint-month rows, so running it twice gives the same row.
@@ -40,10 +41,13 @@ logger = logging.getLogger(__name__)
 
 ADVISORY_NAMESPACE = 7_700_000_000  # keeps our advisory keys apart from anything else's
 # Companies per rollup transaction. Ingestion for them waits on its commit (about 0.2 s for 100), and each
-# company's heartbeat table, its indexes and sequence are locked to the end: about 5 locks a company, 500
-# for a batch, against the server's shared table of max_locks_per_transaction (64) x max_connections (100)
-# = 6,400 entries, so a pool of 4 workers stays well inside it. Larger batches stop paying: the per-batch
-# statements are spread over enough companies at 100 (docs/decisions.md, Issue 5).
+# company's relations the batch reads stay locked to the end: 5 a company (heartbeat table, its 3 indexes,
+# the sequence), 8 with a mailbox product (the mailbox inventory and its indexes), plus the batch's advisory
+# and public-table locks: 800-960 entries measured for 100 companies, in the server's shared lock table of
+# max_locks_per_transaction (64) x max_connections (100) = 6,400. A CSV import takes at most half of it
+# (companies.imports), which leaves room for two workers' batches; docker-compose runs a pool of 4 and
+# doubles max_locks_per_transaction. Larger batches stop paying: at 100 the per-batch statements are spread
+# over enough companies (docs/decisions.md, Issue 5).
 BATCH_SIZE = 100
 SCHEMA = "__schema__"  # stands for the company's quoted schema name in the templates below
 LICENSED_IN_MONTH = licensed_in_period_sql(seat="s", start="%(start)s", end="%(end)s")

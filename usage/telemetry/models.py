@@ -51,7 +51,10 @@ class Heartbeat(models.Model):
     The table also has `seq`, an identity column this model does not declare (the database numbers
     each stored heartbeat; only the rollup's SQL reads it): the rollup merges the heartbeats above
     the company's watermark (usage_rollupwatermark) and moves the watermark in the same
-    transaction, so each row is counted exactly once without rewriting it (see usage/rollups.py)."""
+    transaction, so each row is counted exactly once without rewriting it (see usage/rollups.py).
+    The rollup reads its upper bound from the column's sequence, by name (telemetry_heartbeat_seq_seq):
+    insert heartbeats through usage.agent (which holds the company's ingest lock) with `seq` left to the
+    sequence, and keep the table, the column and the sequence named as they are."""
 
     id = models.UUIDField(primary_key=True)  # the agent's heartbeat id: duplicates vanish (T4)
     endpoint_id = models.UUIDField()
