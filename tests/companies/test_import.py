@@ -465,3 +465,29 @@ def test_H6_validating_2000_rows_issues_no_per_row_queries(admin, partner, djang
     assert job.preview["rows"] == 2_001
     assert job.preview["companies_new"] == 11 and job.preview["companies_existing"] == 5
     assert job.preview["endpoints_new"] == 1_999 and job.preview["endpoints_existing"] == 1
+
+
+def test_H6_an_import_leaves_half_the_lock_table_to_the_rollup_workers(partner):
+    """One file's new companies hold their schema's locks until the import commits; the limit keeps them
+    within half of the server's shared lock table, measured against what creating one company really
+    holds, so two rollup workers' batches (usage.rollups.BATCH_SIZE companies, ~10 locks each) still fit."""
+    from django.db import connection
+
+    from usage.rollups import BATCH_SIZE
+
+    def held() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()")
+            return cursor.fetchone()[0]
+    before = held()
+    make_company(parent=partner, name="Lock probe")
+    per_company = held() - before
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('max_locks_per_transaction')::int"
+                       " * current_setting('max_connections')::int")
+        lock_slots = cursor.fetchone()[0]
+
+    limit = imports.import_company_limit()
+    assert per_company > 5 and 1 <= limit
+    assert limit * per_company <= lock_slots // 2
+    assert limit * per_company + 2 * BATCH_SIZE * 10 <= lock_slots
